@@ -1,0 +1,56 @@
+"""YAML presets that only set argparse defaults (the timm habit): every option stays a flag.
+
+``--config configs/tiny.yaml`` is read first; its keys become the parser's defaults, and
+flags given on the command line still win. Unknown keys are an error, so a typo in a preset
+cannot silently do nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import yaml
+
+from .errors import EmoEditorError
+
+
+def load_preset(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        presets = sorted(p.name for p in (Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
+        raise EmoEditorError(f"config {path} not found; presets in configs/: {', '.join(presets) or 'none'}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise EmoEditorError(f"config {path} must be a mapping of option: value, got {type(data).__name__}")
+    return data
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse `argv`, taking defaults from the YAML named by ``--config`` (added here if absent)."""
+    if not any("--config" in a.option_strings for a in parser._actions):
+        parser.add_argument("--config", type=str, default=None,
+                            help="YAML preset whose values become the defaults of these flags")
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", type=str, default=None)
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        preset = load_preset(known.config)
+        valid = {a.dest for a in parser._actions}
+        unknown = sorted(set(preset) - valid)
+        if unknown:
+            raise EmoEditorError(f"config {known.config}: unknown option(s) {', '.join(unknown)}; "
+                                 f"see --help for the valid ones")
+        parser.set_defaults(**preset)
+    return parser.parse_args(argv)
+
+
+def run_cli(main: Callable[[], object]) -> None:
+    """Run a CLI entry point; an EmoEditorError becomes one clear line on stderr and exit code 2."""
+    try:
+        main()
+    except EmoEditorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

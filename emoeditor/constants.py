@@ -1,0 +1,74 @@
+"""Every number the paper or the official code fixes, in one place.
+
+Section references are to the paper (../shared/seeds) and its supplement; "official" means
+the public ZhangLab-DeepNeuroCogLab/EmoEditor code, which settles facts the paper leaves open.
+"""
+
+# Mikels' 8 categories in the official index order; checkpoints depend on this order.
+EMOTIONS = ("amusement", "anger", "awe", "contentment", "disgust", "excitement", "fear", "sadness")
+NUM_EMOTIONS = len(EMOTIONS)
+POSITIVE = ("amusement", "awe", "contentment", "excitement")
+NEGATIVE = ("anger", "disgust", "fear", "sadness")
+
+# Emotion encoder (Sec. 3.1): MLP 8 -> 256 -> 512 -> 768 -> 77*768, output (77, 768).
+EMOTION_ENCODER_HIDDEN = (256, 512, 768)
+TEXT_SEQ_LEN = 77
+TEXT_EMBED_DIM = 768
+EMOTION_INPUTS = ("direction", "onehot")  # direction = target - P(source): official default
+
+# Training (Sec. 3.2, Supp. S2.1).
+LAMBDA_EMB = 0.5
+LEARNING_RATE = 1e-5
+BATCH_SIZE = 32
+IMAGE_SIZE = 224
+NUM_TRAIN_TIMESTEPS = 1000
+# The official script feeds [0, 1] images to the VAE during training but [-1, 1] at inference.
+VAE_INPUT_RANGES = ("minus_one_one", "zero_one")
+
+# VAE latent scale of SD 1.x (official ip2p.py CONST_SCALE).
+LATENT_SCALE = 0.18215
+
+# DDIM with the SD v1 scheduler config (official: CompVis/stable-diffusion-v1-4 scheduler).
+SD_V1_DDIM_CONFIG = dict(
+    num_train_timesteps=NUM_TRAIN_TIMESTEPS,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    steps_offset=1,
+    clip_sample=False,
+    set_alpha_to_one=False,
+)
+
+# One edit (official ip2p.py): noise start T ~ U[700, 980], 30 DDIM steps, no CFG.
+NOISE_START_RANGE = (700, 980)
+NUM_INFERENCE_STEPS = 30
+
+# Iterative emotion inference (Sec. 3.3): critic thresholds and loop bound.
+NUM_LOOP = 30
+PAPER_CRITIC = dict(ssim_low=0.3, ssim_high=0.8, confidence=0.8)
+# Official test.py: keep when 0.5 < SSIM < 0.8 or the top class is the target; stop once the
+# best target confidence reaches 0.6.
+OFFICIAL_CRITIC = dict(ssim_low=0.5, ssim_high=0.8, confidence=0.6)
+SSIM_WIN_SIZE = 51  # official utils.cal_ssim
+
+# Metrics (Sec. 4) and the official metric_ESMI.py.
+CAM_THRESHOLD = 0.5
+CANNY_THRESHOLDS = (200, 500)
+ESMI_ALPHA = 0.5
+KL_EPS = 1e-10
+
+# Hub ids for users with network; never reached by tests.
+IP2P_HUB_ID = "timbrooks/instruct-pix2pix"
+SD_SCHEDULER_HUB_ID = "CompVis/stable-diffusion-v1-4"
+
+# Official release file names (official README / test.py).
+OFFICIAL_UNET_FILE = "model/model_ip2p.pt"
+OFFICIAL_EMOENC_FILE = "model/model_emoenc.pt"
+OFFICIAL_PREDICTOR_FILE = "emo_predictor/emo_predictor.pt"
+OFFICIAL_DOWNLOADS = {
+    "models": "https://drive.google.com/drive/folders/1qwTDU51XMXCa6Pjw9wNyZEUgr6ZxqjMl",
+    "emo_predictor": "https://drive.google.com/file/d/1LWcj-ENbgqefXjuz2aVB8ynzUpnQYnim/view",
+    "epgs": "https://drive.google.com/drive/folders/10jwTjzVpTLTOe8HnzgLBgtyFvYPMlybb",
+    "epas_images": "https://instruct-pix2pix.eecs.berkeley.edu/clip-filtered-dataset/",
+    "annotations": "https://drive.google.com/file/d/1aEHnfqVPwtey6zv3cRnmQvbtWhF5c5Z-/view",
+}

@@ -1,0 +1,3 @@
+from .emotion_encoder import EmotionEncoder
+
+__all__ = ["EmotionEncoder"]

@@ -1,0 +1,61 @@
+"""Loading the pretrained InstructPix2Pix components a model is built on.
+
+A base is a local folder in the diffusers InstructPix2Pix layout (unet/, vae/, text_encoder/,
+tokenizer/, scheduler/) or a hub id for users with network. The scheduler is always the SD v1
+DDIM config the official code swaps in, built from constants so it needs no download.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from ..constants import IP2P_HUB_ID, SD_V1_DDIM_CONFIG
+from ..errors import MissingWeightsError
+
+BASE_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer")
+
+
+def sd_v1_ddim_scheduler() -> DDIMScheduler:
+    return DDIMScheduler(**SD_V1_DDIM_CONFIG)
+
+
+def looks_like_hub_id(spec: str) -> bool:
+    return not Path(spec).exists() and spec.count("/") == 1 and not spec.startswith((".", "/", "~"))
+
+
+def check_base_folder(path: str | Path, subfolders=BASE_SUBFOLDERS) -> Path:
+    path = Path(path)
+    missing = [s for s in subfolders if not (path / s).is_dir()]
+    if missing:
+        raise MissingWeightsError(
+            f"{path} is not a diffusers InstructPix2Pix folder (missing {', '.join(missing)}/). "
+            f"Pass a local copy of {IP2P_HUB_ID} (e.g. `huggingface-cli download {IP2P_HUB_ID} "
+            f"--local-dir {path}`), or the hub id itself if this machine has network")
+    return path
+
+
+def load_base_components(spec: str | Path = IP2P_HUB_ID, torch_dtype: Optional[torch.dtype] = None,
+                         text: bool = True) -> dict:
+    """unet, vae, scheduler (+ text_encoder, tokenizer when `text`) from a folder or hub id."""
+    spec = str(spec)
+    kwargs: dict = {}
+    if not looks_like_hub_id(spec):
+        check_base_folder(spec, BASE_SUBFOLDERS if text else ("unet", "vae"))
+        kwargs["local_files_only"] = True
+    if torch_dtype is not None:
+        kwargs["torch_dtype"] = torch_dtype
+    parts = {
+        "unet": UNet2DConditionModel.from_pretrained(spec, subfolder="unet", **kwargs),
+        "vae": AutoencoderKL.from_pretrained(spec, subfolder="vae", **kwargs),
+        "scheduler": sd_v1_ddim_scheduler(),
+    }
+    if text:
+        parts["text_encoder"] = CLIPTextModel.from_pretrained(spec, subfolder="text_encoder", **kwargs)
+        tok_kwargs = {"local_files_only": True} if "local_files_only" in kwargs else {}
+        parts["tokenizer"] = CLIPTokenizer.from_pretrained(spec, subfolder="tokenizer", **tok_kwargs)
+    return parts

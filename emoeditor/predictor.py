@@ -1,0 +1,125 @@
+"""The emotion predictor P: torchvision ResNet18 with an 8-way head (paper Sec. 3.3).
+
+On disk a predictor is either the official ``emo_predictor.pt`` (a plain torchvision
+state dict, loaded with ``weights_only=True``) or a folder holding ``model.safetensors`` and
+``config.json``. The config records the input normalisation: the official predictor takes
+plain [0, 1] RGB at 224x224 with no mean/std normalisation.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .constants import IMAGE_SIZE, NUM_EMOTIONS, OFFICIAL_DOWNLOADS
+from .errors import MissingWeightsError
+
+PREDICTOR_CONFIG = "config.json"
+PREDICTOR_WEIGHTS = "model.safetensors"
+PREDICTOR_PT = "emo_predictor.pt"
+
+
+def build_resnet18(num_classes: int = NUM_EMOTIONS) -> nn.Module:
+    """A torchvision resnet18 whose fc is 512 -> num_classes (official utils.load_emo_predictor)."""
+    from torchvision.models import resnet18
+
+    model = resnet18(weights=None)
+    model.fc = nn.Linear(512, num_classes)
+    return model
+
+
+class EmotionPredictor(nn.Module):
+    """Wraps the ResNet18 with its input convention so callers always pass [0, 1] images.
+
+    Input (B, 3, H, W) in [0, 1]; images are resized to ``image_size`` when they differ, then
+    normalised with ``mean``/``std`` if the config names them (official: none).
+    """
+
+    def __init__(self, net: nn.Module, image_size: int = IMAGE_SIZE,
+                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None):
+        super().__init__()
+        self.net = net
+        self.image_size = image_size
+        self.normalize = mean is not None
+        self.register_buffer("mean", torch.tensor(mean if mean is not None else [0.0] * 3).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std if std is not None else [1.0] * 3).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def config(self) -> dict:
+        return {
+            "architecture": "resnet18",
+            "num_classes": self.net.fc.out_features,
+            "image_size": self.image_size,
+            "mean": self.mean.flatten().tolist() if self.normalize else None,
+            "std": self.std.flatten().tolist() if self.normalize else None,
+        }
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(dtype=self.mean.dtype)
+        if images.shape[-2:] != (self.image_size, self.image_size):
+            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear",
+                                   align_corners=False, antialias=True)
+        if self.normalize:
+            images = (images - self.mean) / self.std
+        return images
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for [0, 1] images."""
+        return self.net(self.preprocess(images))
+
+    @torch.no_grad()
+    def probs(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self(images).float(), dim=-1)
+
+
+def save_predictor(predictor: EmotionPredictor, folder: str | Path, official_pt: bool = True) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` (+ an official-layout ``emo_predictor.pt``)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in predictor.net.state_dict().items()}
+    save_file(state, str(folder / PREDICTOR_WEIGHTS))
+    (folder / PREDICTOR_CONFIG).write_text(json.dumps(predictor.config, indent=2))
+    if official_pt:
+        torch.save(state, folder / PREDICTOR_PT)
+    return folder
+
+
+def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> EmotionPredictor:
+    """Load from a predictor folder, a ``.safetensors`` file or the official ``.pt`` state dict."""
+    path = Path(path)
+    config: dict = {}
+    if path.is_dir():
+        if (path / PREDICTOR_CONFIG).exists():
+            config = json.loads((path / PREDICTOR_CONFIG).read_text())
+        weights = path / PREDICTOR_WEIGHTS
+        if not weights.exists():
+            weights = path / PREDICTOR_PT
+    else:
+        weights = path
+        if (path.parent / PREDICTOR_CONFIG).exists():
+            config = json.loads((path.parent / PREDICTOR_CONFIG).read_text())
+    if not weights.exists():
+        raise MissingWeightsError(
+            f"emotion predictor weights not found at {path}. Put the official emo_predictor.pt in "
+            f"emo_predictor/ (download: {OFFICIAL_DOWNLOADS['emo_predictor']}), or train one with "
+            f"scripts/train_predictor.py")
+    if weights.suffix == ".safetensors":
+        state = load_file(str(weights))
+    else:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    num_classes = state["fc.weight"].shape[0] if "fc.weight" in state else NUM_EMOTIONS
+    net = build_resnet18(num_classes)
+    net.load_state_dict(state)
+    predictor = EmotionPredictor(net, image_size=config.get("image_size", IMAGE_SIZE),
+                                 mean=config.get("mean"), std=config.get("std"))
+    if not config and weights.suffix != ".pt":
+        warnings.warn(f"{path}: no {PREDICTOR_CONFIG}; assuming the official input convention "
+                      f"([0, 1] RGB, no normalisation, {IMAGE_SIZE}px)")
+    return predictor.to(device).eval().requires_grad_(False)

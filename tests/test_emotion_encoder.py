@@ -34,3 +34,10 @@ def test_save_load_roundtrip(tmp_path):
     back = EmotionEncoder.from_pretrained(tmp_path / "emotion_encoder")
     x = torch.randn(5, 8)
     assert torch.equal(enc(x), back(x))
+
+
+def test_null_embedding_only_when_learned():
+    assert EmotionEncoder(hidden_dims=(4,), seq_len=3, embed_dim=2).null(2).abs().sum() == 0
+    enc = EmotionEncoder(hidden_dims=(4,), seq_len=3, embed_dim=2, learned_null=True)
+    assert "null_embedding" in enc.state_dict()
+    assert enc.null(5).shape == (5, 3, 2)

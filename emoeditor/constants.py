@@ -72,3 +72,10 @@ OFFICIAL_DOWNLOADS = {
     "epas_images": "https://instruct-pix2pix.eecs.berkeley.edu/clip-filtered-dataset/",
     "annotations": "https://drive.google.com/file/d/1aEHnfqVPwtey6zv3cRnmQvbtWhF5c5Z-/view",
 }
+
+# EmoPair (official data.py / README): annotation entries and their layout under EmoPair/.
+EMOPAIR_JSON = "json/data_EmoPair.json"
+EMOPAIR_ROOT = "EmoPair"
+EMOPAIR_FIELDS = ("img_src_path", "img_tgt_path", "class_source", "class_target", "source_softmax", "prompt")
+EMOPAIR_SUBSETS = ("EPAS", "EPGS", "all")  # official filter: "EPGS" in img_src_path
+SOFTMAX_SUM_TOL = 1e-3

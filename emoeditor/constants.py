@@ -79,3 +79,26 @@ EMOPAIR_ROOT = "EmoPair"
 EMOPAIR_FIELDS = ("img_src_path", "img_tgt_path", "class_source", "class_target", "source_softmax", "prompt")
 EMOPAIR_SUBSETS = ("EPAS", "EPGS", "all")  # official filter: "EPGS" in img_src_path
 SOFTMAX_SUM_TOL = 1e-3
+
+# Test protocol (Sec. 4): 504 EmoSet images not in EmoPair, 63 per source class, each edited to
+# the other 7 emotions (3,528 jobs), reported on cross-valence pairs (and within-valence separately).
+TEST_SPLIT_JSON = "json/test_split.json"
+TEST_PER_CLASS = 63
+TEST_SPLIT_SEED = 0
+EMOSET_SPLIT_FILES = ("train.json", "val.json", "test.json")  # EmoSet-118K release: [emotion, image, annotation]
+RELATIONS = ("cross", "within")  # cross-valence (Table 1) and within-valence transfer
+
+# Table 1 of the paper (cross-valence): EMR %, ESR %, ENRD, ESS per method.
+PAPER_METRICS = ("EMR", "ESR", "ENRD", "ESS")
+PAPER_TABLE1 = {
+    "CT": (6.89, 79.32, 33.29, 7.36),
+    "NST": (34.42, 92.01, 34.45, 18.57),
+    "Csty": (11.51, 85.52, 41.47, 36.64),
+    "Ip2p": (2.53, 67.76, 9.39, 12.71),
+    "LMS": (11.51, 77.38, 26.13, 19.74),
+    "w/o P": (5.06, 69.15, 19.45, 14.93),
+    "w/o L_emb": (43.35, 91.62, 22.53, 16.00),
+    "Ours": (50.20, 92.86, 23.98, 16.27),
+}
+BOOTSTRAP_RESAMPLES = 1000
+CI_LEVEL = 0.95

@@ -25,3 +25,13 @@ def tiny_predictor_dir(tmp_path_factory):
     from emoeditor.tiny import save_tiny_predictor
 
     return save_tiny_predictor(tmp_path_factory.mktemp("tiny_predictor"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def toy_emopair(tmp_path_factory):
+    """A 24-pair toy EmoPair at 64px in the official layout: (image root, annotation json path)."""
+    from emoeditor.toy_data import write_toy_emopair
+
+    base = tmp_path_factory.mktemp("toy_emopair")
+    json_path = write_toy_emopair(base / "EmoPair", base / "json" / "data_EmoPair.json", num_pairs=24, image_size=64, seed=0)
+    return base / "EmoPair", json_path

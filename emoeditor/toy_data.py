@@ -37,7 +37,7 @@ EMOTION_EDITS = {
     "disgust":     dict(bright=-0.03, contrast=0.90, sat=0.50, tint=(-0.03, 0.07, -0.05), gamma=1.05, vignette=0.15),
     "excitement":  dict(bright=0.05, contrast=1.25, sat=1.60, tint=(0.05, 0.02, -0.03), gamma=0.90, vignette=0.0),
     "fear":        dict(bright=-0.15, contrast=1.20, sat=0.60, tint=(-0.05, 0.0, 0.08), gamma=1.30, vignette=0.45),
-    "sadness":     dict(bright=-0.10, contrast=0.80, sat=0.35, tint=(-0.04, 0.0, 0.05), gamma=1.15, vignette=0.20),
+    "sadness":     dict(bright=-0.12, contrast=0.85, sat=0.35, tint=(-0.04, 0.0, 0.05), gamma=1.30, vignette=0.20),
 }
 
 PROMPTS = {
@@ -106,7 +106,7 @@ def plausible_softmax(source_class: str, rng: np.random.Generator) -> list[float
     """An 8-way softmax peaked on `source_class`, rounded to 6 decimals and summing to 1."""
     logits = rng.normal(0.0, 0.6, NUM_EMOTIONS)
     k = EMOTIONS.index(source_class)
-    logits[k] += rng.uniform(2.0, 3.5)
+    logits[k] = logits.max() + rng.uniform(0.5, 3.0)  # P's top class is the labelled one
     probs = np.exp(logits - logits.max())
     probs = np.round(probs / probs.sum(), 6)
     probs[k] = round(1.0 - (probs.sum() - probs[k]), 6)  # rounding error goes to the peak

@@ -56,6 +56,10 @@ CAM_THRESHOLD = 0.5
 CANNY_THRESHOLDS = (200, 500)
 ESMI_ALPHA = 0.5
 KL_EPS = 1e-10
+# Paper silent on how ENRD averages; "image" = official cal_L1 on masked images (mean over all pixels).
+ENRD_REDUCTIONS = ("image", "region")
+# Grad-CAM class for the metrics: official metric_ESMI.py explains P's top class ("predicted").
+CAM_TARGETS = ("predicted", "target")
 
 # Hub ids for users with network; never reached by tests.
 IP2P_HUB_ID = "timbrooks/instruct-pix2pix"

@@ -1,0 +1,266 @@
+"""The critic of iterative emotion inference (paper Sec. 3.3): when to stop editing, what to return.
+
+Three policies, one flag (``--critic``):
+
+- ``paper`` (default): accept a candidate when ``ssim_low < SSIM < ssim_high`` and P's top class is
+  the target with confidence > ``confidence``; otherwise the candidate becomes the next input (the
+  source stays the condition). After ``num_loop`` candidates without an accept, return the one
+  with the highest target confidence.
+- ``official``: the decision logic of the official ``test.py`` (an edit is *kept* when
+  0.5 < SSIM < 0.8 or the top class is the target; a dropped edit is replaced by the last kept
+  image as the next input; stop once a kept edit reaches target confidence 0.6; at the end fall
+  back to the best-target, then best same-valence, then best-target kept edit). Unlike the
+  official script, the total number of edits is bounded by ``num_loop`` too, so consecutive
+  rejections cannot loop forever.
+- ``none``: one edit, returned as is (the paper's "w/o P" ablation).
+
+The accept/keep rules are pure functions of (SSIM, P's probabilities, target) so they can be
+unit-tested; the policies hold the per-job state machine the batched engine steps.
+
+Mixture targets. For a target vector ``w`` (non-negative, sums to 1) and P's probabilities ``p``,
+"the top class is the target" means ``argmax p`` lies in the support ``{i : w_i > 0}``, and the
+*target confidence* is, by default, P's mass on that support, ``sum_{i: w_i > 0} p_i``
+(``confidence_mode="support"``). For a one-hot target both are the usual "argmax == target" and
+``p_target``. The weighted mass ``sum_i w_i p_i`` (``confidence_mode="weighted"``) is available,
+but note it is capped by ``max_i w_i``: a 50/50 mixture could never pass a 0.8 threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from .constants import EMOTIONS, NEGATIVE, NUM_LOOP, OFFICIAL_CRITIC, PAPER_CRITIC, POSITIVE
+
+CRITICS = ("paper", "official", "none")
+CONFIDENCE_MODES = ("support", "weighted")
+DIRECTION_SOURCES = ("source", "input")  # P(source) fixed (default) or P(current input)
+SOURCE_INDEX = -1  # "the returned image is the source" (official, when no edit was ever kept)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure rules
+# ----------------------------------------------------------------------------------------------
+
+def target_support(target: torch.Tensor) -> list[int]:
+    return [i for i, w in enumerate(torch.as_tensor(target).float().tolist()) if w > 0]
+
+
+def target_confidence(probs: torch.Tensor, target: torch.Tensor, mode: str = "support") -> float:
+    """P's confidence in the target (see module docstring for mixtures)."""
+    probs = torch.as_tensor(probs).double().cpu()  # float64: thresholds compare like Python floats
+    target = torch.as_tensor(target).double().cpu()
+    if mode == "support":
+        return float(probs[target > 0].sum())
+    if mode == "weighted":
+        return float((probs * target).sum())
+    raise ValueError(f"unknown confidence mode {mode!r}; choose one of {CONFIDENCE_MODES}")
+
+
+def top_is_target(probs: torch.Tensor, target: torch.Tensor) -> bool:
+    return int(torch.as_tensor(probs).float().argmax()) in target_support(target)
+
+
+def ssim_in_range(ssim: float, low: float, high: float) -> bool:
+    return low < ssim < high
+
+
+def paper_accept(ssim: float, probs: torch.Tensor, target: torch.Tensor, ssim_low: float = PAPER_CRITIC["ssim_low"],
+                 ssim_high: float = PAPER_CRITIC["ssim_high"], confidence: float = PAPER_CRITIC["confidence"],
+                 confidence_mode: str = "support") -> bool:
+    """Paper: structure kept (SSIM in range) AND P's top class is the target with confidence > threshold."""
+    return (ssim_in_range(ssim, ssim_low, ssim_high) and top_is_target(probs, target)
+            and target_confidence(probs, target, confidence_mode) > confidence)
+
+
+def official_keep(ssim: float, probs: torch.Tensor, target: torch.Tensor, ssim_low: float = OFFICIAL_CRITIC["ssim_low"],
+                  ssim_high: float = OFFICIAL_CRITIC["ssim_high"]) -> bool:
+    """Official test.py: an edit is kept when SSIM is in range OR the top class is the target."""
+    return ssim_in_range(ssim, ssim_low, ssim_high) or top_is_target(probs, target)
+
+
+def same_valence_as_target(label: int, target: torch.Tensor) -> bool:
+    """Whether a predicted class shares the valence of (any emotion in) the target."""
+    groups = [POSITIVE, NEGATIVE]
+    emo = EMOTIONS[label]
+    return any(emo in g and any(EMOTIONS[i] in g for i in target_support(target)) for g in groups)
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-job state and policies
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class CriticConfig:
+    critic: str = "paper"
+    num_loop: int = NUM_LOOP
+    ssim_low: Optional[float] = None  # None: the policy's default (paper 0.3, official 0.5)
+    ssim_high: Optional[float] = None
+    confidence: Optional[float] = None  # paper 0.8, official 0.6
+    confidence_mode: str = "support"
+    direction_probs: str = "source"  # paper policy only; official always uses P(first edit)
+
+    def __post_init__(self):
+        if self.critic not in CRITICS:
+            raise ValueError(f"unknown critic {self.critic!r}; choose one of {', '.join(CRITICS)}")
+        if self.confidence_mode not in CONFIDENCE_MODES:
+            raise ValueError(f"unknown confidence mode {self.confidence_mode!r}; choose one of {CONFIDENCE_MODES}")
+        if self.direction_probs not in DIRECTION_SOURCES:
+            raise ValueError(f"unknown direction_probs {self.direction_probs!r}; choose one of {DIRECTION_SOURCES}")
+        if self.num_loop < 1:
+            raise ValueError(f"num_loop must be >= 1, got {self.num_loop}")
+        defaults = OFFICIAL_CRITIC if self.critic == "official" else PAPER_CRITIC
+        for key in ("ssim_low", "ssim_high", "confidence"):
+            if getattr(self, key) is None:
+                setattr(self, key, defaults[key])
+
+
+@dataclass
+class Iteration:
+    """One candidate: what the critic saw and decided. `accepted` is the policy's accept/keep flag."""
+    index: int
+    input_index: int  # which candidate was the edit's input (SOURCE_INDEX: the source)
+    ssim: float
+    probs: list[float]
+    top_class: str
+    target_confidence: float
+    accepted: Optional[bool]
+    start_timestep: Optional[int] = None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class JobCritic:
+    """A job's critic state: the engine asks it what to edit next and tells it what came out."""
+    config: CriticConfig
+    target: torch.Tensor
+    source_probs: torch.Tensor
+    iterations: list[Iteration] = field(default_factory=list)
+    next_input: int = SOURCE_INDEX  # candidate index the next edit starts from
+    direction_probs: Optional[torch.Tensor] = None  # P(...) subtracted from the target for 'direction'
+    done: bool = False
+    returned: Optional[int] = None
+    reason: str = ""
+    # official bookkeeping (indices into iterations)
+    _kept: list[int] = field(default_factory=list)
+    _best_tgt: Optional[int] = None
+    _best_tgt_prob: float = 0.0
+    _best_same: Optional[int] = None
+    _best_same_prob: float = 0.0
+
+    def __post_init__(self):
+        self.target = torch.as_tensor(self.target).float().cpu()
+        self.source_probs = torch.as_tensor(self.source_probs).float().cpu()
+        self.direction_probs = self.source_probs
+
+    # -- what the engine asks ------------------------------------------------------------------
+
+    def needed_candidates(self) -> set[int]:
+        """Candidates that may still be an input or the returned image (others can be dropped)."""
+        keep = {self.next_input}
+        if self.config.critic == "paper":
+            keep.add(self._best_conf_index())
+        elif self.config.critic == "official":
+            keep |= {i for i in (self._best_tgt, self._best_same, self._kept[-1] if self._kept else None) if i is not None}
+        if self.returned is not None:
+            keep.add(self.returned)
+        keep.discard(None)
+        keep.discard(SOURCE_INDEX)
+        return keep
+
+    # -- what the engine tells -----------------------------------------------------------------
+
+    def observe(self, ssim: float, probs: torch.Tensor, start_timestep: Optional[int] = None) -> Iteration:
+        """Record the candidate produced from `next_input` and decide what happens next."""
+        cfg = self.config
+        probs = torch.as_tensor(probs).float().cpu()
+        conf = target_confidence(probs, self.target, cfg.confidence_mode)
+        index = len(self.iterations)
+        it = Iteration(index=index, input_index=self.next_input, ssim=float(ssim), probs=probs.tolist(),
+                       top_class=EMOTIONS[int(probs.argmax())], target_confidence=conf, accepted=None,
+                       start_timestep=start_timestep)
+        self.iterations.append(it)
+        getattr(self, f"_observe_{cfg.critic}")(it, probs)
+        return it
+
+    def _observe_none(self, it: Iteration, probs: torch.Tensor) -> None:
+        self._finish(it.index, "single pass (--critic none)")
+
+    def _observe_paper(self, it: Iteration, probs: torch.Tensor) -> None:
+        cfg = self.config
+        it.accepted = paper_accept(it.ssim, probs, self.target, cfg.ssim_low, cfg.ssim_high, cfg.confidence,
+                                   cfg.confidence_mode)
+        if it.accepted:
+            return self._finish(it.index, f"accepted: {cfg.ssim_low} < SSIM {it.ssim:.3f} < {cfg.ssim_high}, top class "
+                                          f"{it.top_class}, target confidence {it.target_confidence:.3f} > {cfg.confidence}")
+        if len(self.iterations) >= cfg.num_loop:
+            best = self._best_conf_index()
+            return self._finish(best, f"none accepted in {cfg.num_loop} iterations: highest target confidence "
+                                      f"({self.iterations[best].target_confidence:.3f})")
+        self.next_input = it.index
+        if cfg.direction_probs == "input":
+            self.direction_probs = probs
+
+    def _best_conf_index(self) -> Optional[int]:
+        if not self.iterations:
+            return None
+        # earliest among ties, so the choice does not depend on float noise in later iterations
+        return max(range(len(self.iterations)), key=lambda i: (self.iterations[i].target_confidence, -i))
+
+    def _observe_official(self, it: Iteration, probs: torch.Tensor) -> None:
+        cfg = self.config
+        if it.index == 0:
+            # official: the direction inside the loop is target - P(first edit), never updated again
+            self.direction_probs = probs
+        it.accepted = official_keep(it.ssim, probs, self.target, cfg.ssim_low, cfg.ssim_high)
+        if it.accepted:
+            label = int(probs.argmax())
+            if same_valence_as_target(label, self.target) and float(probs[label]) > self._best_same_prob:
+                self._best_same, self._best_same_prob = it.index, float(probs[label])
+            if it.target_confidence > self._best_tgt_prob:
+                self._best_tgt, self._best_tgt_prob = it.index, it.target_confidence
+            self._kept.append(it.index)
+            self.next_input = it.index
+        # else: the official drops the edit and edits the last kept image (or the source) again
+        # official `while best_tgt_prob < 0.6 and len([source] + kept) < num_loop`, plus our total bound
+        stop = (self._best_tgt_prob >= cfg.confidence or len(self._kept) + 1 >= cfg.num_loop
+                or len(self.iterations) >= cfg.num_loop)
+        if stop:
+            self._finish(*self._official_select(it, probs))
+
+    def _official_select(self, last: Iteration, probs: torch.Tensor) -> tuple[int, str]:
+        cfg = self.config
+        last_kept = self._kept[-1] if self._kept else SOURCE_INDEX
+        if top_is_target(probs, self.target):
+            return last_kept, "last prediction is the target: last kept edit"
+        if self._best_tgt_prob > cfg.confidence:
+            return self._best_tgt, f"best target confidence {self._best_tgt_prob:.3f} > {cfg.confidence}"
+        if self._best_same_prob != 0:
+            return self._best_same, f"fallback: best same-valence kept edit ({self._best_same_prob:.3f})"
+        if self._best_tgt_prob != 0:
+            return self._best_tgt, f"fallback: best target-confidence kept edit ({self._best_tgt_prob:.3f})"
+        if last_kept == SOURCE_INDEX:
+            return SOURCE_INDEX, "no edit was kept: the source is returned (official behaviour)"
+        return last_kept, "no kept edit with target confidence: last kept edit"
+
+    def _finish(self, index: int, reason: str) -> None:
+        self.done, self.returned, self.reason = True, index, reason
+
+    def trace(self) -> dict:
+        cfg = self.config
+        return {
+            "critic": cfg.critic,
+            "thresholds": {"ssim_low": cfg.ssim_low, "ssim_high": cfg.ssim_high, "confidence": cfg.confidence,
+                           "confidence_mode": cfg.confidence_mode, "num_loop": cfg.num_loop},
+            "target": self.target.tolist(),
+            "source_probs": self.source_probs.tolist(),
+            "iterations": [it.as_dict() for it in self.iterations],
+            "returned": self.returned,
+            "reason": self.reason,
+            "accepted": bool(self.returned is not None and self.returned >= 0
+                             and self.iterations[self.returned].accepted),
+        }

@@ -1,0 +1,157 @@
+"""Official-release loading: tiny fake .pt files in the official key layout, converted and compared."""
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from emoeditor.errors import MissingWeightsError
+from emoeditor.models.components import sd_v1_ddim_scheduler
+from emoeditor.official import CheckpointMismatchError, load_official
+from emoeditor.pipeline import EmoEditorPipeline
+from emoeditor.predictor import load_predictor
+from emoeditor.tiny import (TINY_ENCODER_HIDDEN, TINY_IMAGE_SIZE, TINY_TEXT_DIM, tiny_emotion_encoder, tiny_unet,
+                            tiny_vae)
+
+SEED = 5  # fake "fine-tuned" weights differ from the tiny base (seed 0), so loading them is visible
+STEPS = 3
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_official(folder: Path, dtype=torch.float16):
+    """What official train.py saves: the InstructPix2Pix module's state (.half()) and the encoder's."""
+    unet, vae, encoder = tiny_unet(SEED), tiny_vae(SEED), tiny_emotion_encoder(SEED)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {f"unet.{k}": v.to(dtype) for k, v in unet.state_dict().items()}
+    state.update({f"auto_encoder.{k}": v.to(dtype) for k, v in vae.state_dict().items()})
+    torch.save(state, folder / "model_ip2p.pt")
+    torch.save(encoder.state_dict(), folder / "model_emoenc.pt")
+    return unet, vae, encoder
+
+
+@pytest.fixture(scope="module")
+def official_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("official") / "model"
+    write_official(folder, torch.float32)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(2, 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, generator=g), torch.randn(2, 8, generator=g)
+
+
+def edit(pipe, inputs, **kwargs):
+    pipe.set_progress_bar_config(disable=True)
+    images, emotions = inputs
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    return pipe(images, emotions, generator=gens, num_inference_steps=STEPS, **kwargs).images
+
+
+def test_load_official_takes_every_weight_from_the_pt(official_dir, tiny_base_dir):
+    unet, vae, encoder = tiny_unet(SEED), tiny_vae(SEED), tiny_emotion_encoder(SEED)
+    pipe = load_official(official_dir, base=tiny_base_dir)
+    for ours, theirs in ((pipe.unet, unet), (pipe.vae, vae), (pipe.emotion_encoder, encoder)):
+        ref = theirs.state_dict()
+        got = ours.state_dict()
+        assert set(got) == set(ref)
+        assert all(torch.equal(got[k], ref[k]) for k in ref)
+    base_unet = tiny_unet(0).state_dict()
+    assert not torch.equal(pipe.unet.state_dict()["conv_in.weight"], base_unet["conv_in.weight"])
+    cfg = pipe.emotion_encoder.config
+    assert tuple(cfg.hidden_dims) == TINY_ENCODER_HIDDEN and cfg.embed_dim == TINY_TEXT_DIM and cfg.seq_len == 77
+    assert pipe.config.emotion_input == "direction" and pipe.config.vae_input_range == "zero_one"
+    assert pipe.unet.dtype == torch.float32 and not any(p.requires_grad for p in pipe.unet.parameters())
+
+
+def test_official_pipeline_edits_like_the_modules_it_was_saved_from(official_dir, tiny_base_dir, inputs):
+    unet, vae, encoder = tiny_unet(SEED), tiny_vae(SEED), tiny_emotion_encoder(SEED)
+    reference = EmoEditorPipeline(unet=unet.eval(), vae=vae.eval(), emotion_encoder=encoder.eval(),
+                                  scheduler=sd_v1_ddim_scheduler())
+    pipe = load_official(official_dir, base=tiny_base_dir)
+    expected = edit(reference, inputs)
+    assert torch.equal(edit(pipe, inputs), expected)
+    # Official inference feeds the VAE 2x-1 even though training fed [0, 1] (config records the latter).
+    assert torch.equal(edit(pipe, inputs, vae_input_range="minus_one_one"), expected)
+    assert not torch.equal(edit(pipe, inputs, vae_input_range="zero_one"), expected)
+
+
+def test_converted_folder_gives_identical_edits(official_dir, tiny_base_dir, inputs, tmp_path):
+    convert = load_script("convert_official")
+    out = tmp_path / "emoeditor"
+    convert.main(["--model_dir", str(official_dir), "--base", str(tiny_base_dir), "--out", str(out)])
+    assert sorted(p.name for p in out.iterdir()) == ["emotion_encoder", "model_index.json", "scheduler", "unet", "vae"]
+    assert not list(out.rglob("*.bin")) and len(list(out.rglob("*.safetensors"))) == 3
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["emotion_input"] == "direction" and index["vae_input_range"] == "zero_one"
+    converted = EmoEditorPipeline.from_pretrained(out)
+    direct = load_official(official_dir, base=tiny_base_dir)
+    assert torch.equal(edit(converted, inputs), edit(direct, inputs))
+
+
+def test_half_precision_pt_loads(tmp_path, tiny_base_dir, inputs):
+    folder = tmp_path / "model"
+    unet, _, _ = write_official(folder, torch.float16)
+    assert torch.load(folder / "model_ip2p.pt", weights_only=True)["unet.conv_in.weight"].dtype == torch.float16
+    pipe = load_official(folder, base=tiny_base_dir)
+    assert pipe.unet.dtype == torch.float32
+    torch.testing.assert_close(pipe.unet.conv_in.weight, unet.conv_in.weight.half().float(), rtol=0, atol=0)
+    half = load_official(folder, base=tiny_base_dir, torch_dtype=torch.float16)
+    assert half.unet.dtype == torch.float16 and half.vae.dtype == torch.float16
+    assert torch.equal(half.unet.conv_in.weight, unet.conv_in.weight.half())
+    bf16 = load_official(folder, base=tiny_base_dir, torch_dtype=torch.bfloat16)
+    out = edit(bf16, inputs)  # CPU runs bfloat16 everywhere; float16 is for GPUs
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+def test_missing_files_say_which_where_and_from_where(tmp_path, tiny_base_dir):
+    with pytest.raises(MissingWeightsError) as info:
+        load_official(tmp_path / "model", base=tiny_base_dir)
+    msg = str(info.value)
+    assert "model_ip2p.pt" in msg and str(tmp_path / "model") in msg and "drive.google.com" in msg
+    assert "download_weights.py" in msg
+    write_official(tmp_path / "model", torch.float16)
+    (tmp_path / "model" / "model_emoenc.pt").unlink()
+    with pytest.raises(MissingWeightsError, match="model_emoenc.pt"):
+        load_official(tmp_path / "model", base=tiny_base_dir)
+    write_official(tmp_path / "complete", torch.float16)
+    with pytest.raises(MissingWeightsError, match="not a diffusers InstructPix2Pix folder"):
+        load_official(tmp_path / "complete", base=tmp_path / "no_base")
+
+
+def test_wrong_checkpoints_are_refused_with_a_message(tmp_path, tiny_base_dir):
+    folder = tmp_path / "model"
+    write_official(folder, torch.float16)
+    state = torch.load(folder / "model_ip2p.pt", weights_only=True)
+    torch.save({k.replace("auto_encoder.", "vae."): v for k, v in state.items()}, folder / "model_ip2p.pt")
+    with pytest.raises(CheckpointMismatchError, match="auto_encoder"):
+        load_official(folder, base=tiny_base_dir)
+    state.pop("unet.conv_in.bias")
+    torch.save(state, folder / "model_ip2p.pt")
+    with pytest.raises(CheckpointMismatchError, match="1 missing"):
+        load_official(folder, base=tiny_base_dir)
+    torch.save({"args": argparse.Namespace(lr=1)}, folder / "model_ip2p.pt")  # needs unpickling: refused
+    with pytest.raises(CheckpointMismatchError, match="not a loadable"):
+        load_official(folder, base=tiny_base_dir)
+
+
+def test_predictor_conversion(tmp_path, tiny_predictor_dir, official_dir, tiny_base_dir):
+    pt = tmp_path / "emo_predictor" / "emo_predictor.pt"
+    pt.parent.mkdir()
+    pt.write_bytes((Path(tiny_predictor_dir) / "emo_predictor.pt").read_bytes())
+    load_script("convert_official").main(["--model_dir", str(official_dir), "--base", str(tiny_base_dir),
+                                          "--out", str(tmp_path / "pipe"), "--predictor", str(pt)])
+    assert (pt.parent / "model.safetensors").exists() and (pt.parent / "config.json").exists()
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(load_predictor(pt.parent)(x), load_predictor(pt)(x), rtol=0, atol=0)
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

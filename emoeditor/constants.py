@@ -83,6 +83,9 @@ EMOPAIR_ROOT = "EmoPair"
 EMOPAIR_FIELDS = ("img_src_path", "img_tgt_path", "class_source", "class_target", "source_softmax", "prompt")
 EMOPAIR_SUBSETS = ("EPAS", "EPGS", "all")  # official filter: "EPGS" in img_src_path
 SOFTMAX_SUM_TOL = 1e-3
+# How hard validation looks at image files: stat only, open the header, or decode every pixel.
+EMOPAIR_IMAGE_CHECKS = ("none", "exists", "header", "decode")
+EMOPAIR_REPORT_LINES = 50  # bad entries listed in full before "... and N more"
 
 # Test protocol (Sec. 4): 504 EmoSet images not in EmoPair, 63 per source class, each edited to
 # the other 7 emotions (3,528 jobs), reported on cross-valence pairs (and within-valence separately).

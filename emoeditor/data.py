@@ -9,6 +9,7 @@ is reported by index up front rather than crashing a DataLoader worker hours lat
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -24,6 +25,10 @@ from tqdm.auto import tqdm
 
 from .constants import (
     EMOPAIR_FIELDS,
+    EMOPAIR_IMAGE_CHECKS,
+    EMOPAIR_JSON,
+    EMOPAIR_REPORT_LINES,
+    EMOPAIR_ROOT,
     EMOPAIR_SUBSETS,
     EMOTIONS,
     IMAGE_SIZE,
@@ -36,11 +41,6 @@ from .errors import AnnotationError, ImageLoadError
 from .imageio import MIN_SIDE, load_image
 
 logger = logging.getLogger(__name__)
-
-# "exists": stat only; "header": open each file and read its header (format and size);
-# "decode": fully decode every pixel, which also catches files truncated mid-stream.
-IMAGE_CHECKS = ("none", "exists", "header", "decode")
-MAX_REPORT_LINES = 50
 
 CheckImages = Union[bool, str]
 
@@ -109,7 +109,7 @@ def _softmax_problems(probs: object) -> list[str]:
         return [f"source_softmax must be a list of {NUM_EMOTIONS} floats, got {type(probs).__name__}"]
     if len(probs) != NUM_EMOTIONS:
         return [f"source_softmax has {len(probs)} values, expected {NUM_EMOTIONS} (one per emotion: {', '.join(EMOTIONS)})"]
-    if not all(isinstance(p, Real) and not isinstance(p, bool) for p in probs):
+    if not all(type(p) in (float, int) or (isinstance(p, Real) and not isinstance(p, bool)) for p in probs):
         return [f"source_softmax must hold numbers only, got {probs!r}"]
     if not all(math.isfinite(p) for p in probs):
         return [f"source_softmax contains NaN or infinite values: {probs!r}"]
@@ -121,11 +121,11 @@ def _softmax_problems(probs: object) -> list[str]:
     return []
 
 
-def _check_file(path: Path, mode: str) -> Optional[str]:
+def _check_file(path: str, mode: str) -> Optional[str]:
     """None if the image at `path` passes the `mode` check, else what is wrong with it."""
     try:
-        if not path.is_file():
-            return "not found" if not path.exists() else "is not a file"
+        if not os.path.isfile(path):
+            return "not found" if not os.path.exists(path) else "is not a file"
         if mode == "exists":
             return None
         if mode == "decode":
@@ -150,20 +150,20 @@ def _normalise_check(check_images: CheckImages) -> str:
         return "header"
     if check_images is False or check_images is None:
         return "none"
-    if check_images not in IMAGE_CHECKS:
-        raise AnnotationError(f"unknown image check {check_images!r}; choose one of {', '.join(IMAGE_CHECKS)}")
+    if check_images not in EMOPAIR_IMAGE_CHECKS:
+        raise AnnotationError(f"unknown image check {check_images!r}; choose one of {', '.join(EMOPAIR_IMAGE_CHECKS)}")
     return check_images
 
 
-def check_image_files(paths: Iterable[Path], mode: str = "header", num_workers: Optional[int] = None,
-                      progress: bool = True) -> dict[Path, str]:
+def check_image_files(paths: Iterable[str], mode: str = "header", num_workers: Optional[int] = None,
+                      progress: bool = True) -> dict[str, str]:
     """{path: problem} for the unique paths that fail the check; threads hide file-system latency."""
-    paths = sorted(set(paths))
+    paths = sorted(set(map(str, paths)))
     if mode == "none" or not paths:
         return {}
     workers = num_workers or min(32, 4 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda p: _check_file(p, mode), paths, chunksize=256)
+        results = pool.map(lambda p: _check_file(p, mode), paths)
         results = list(tqdm(results, total=len(paths), desc=f"checking images ({mode})",
                             unit="img", disable=not progress, leave=False))
     return {p: r for p, r in zip(paths, results) if r is not None}
@@ -179,25 +179,41 @@ def _validate_indexed(indexed: Sequence[tuple[int, object]], root: Path, check_i
                       num_workers: Optional[int] = None, progress: bool = True) -> tuple[list[dict], list[str]]:
     mode = _normalise_check(check_images)
     field_problems = [_entry_problems(e) for _, e in indexed]
-    # Entries with bad path fields are already reported; only look at files of the rest.
-    wanted = []
-    for (_, e), probs in zip(indexed, field_problems):
-        if isinstance(e, dict):
-            wanted += [root / e[k] for k in ("img_src_path", "img_tgt_path")
-                       if isinstance(e.get(k), str) and e[k].strip()]
-    bad_files = check_image_files(wanted, mode, num_workers, progress)
+    # Plain strings, not Paths: pathlib costs seconds on 680k paths. Files shared by several
+    # entries (an EPGS source edited toward several targets) are checked once.
+    root_str = str(root)
+    bad_files: dict[str, str] = {}
+    if mode != "none":
+        wanted = {e[k] for _, e in indexed if isinstance(e, dict) for k in ("img_src_path", "img_tgt_path")
+                  if isinstance(e.get(k), str) and e[k].strip()}
+        bad = check_image_files([os.path.join(root_str, rel) for rel in wanted], mode, num_workers, progress)
+        bad_files = {rel: bad[full] for rel in wanted if (full := os.path.join(root_str, rel)) in bad}
 
     good, problems = [], []
     for (i, e), probs in zip(indexed, field_problems):
-        if isinstance(e, dict):
+        if bad_files and isinstance(e, dict):
             for key in ("img_src_path", "img_tgt_path"):
-                if isinstance(e.get(key), str) and (root / e[key]) in bad_files:
-                    probs.append(f"{key} {root / e[key]} {bad_files[root / e[key]]}")
+                if e.get(key) in bad_files:
+                    probs.append(f"{key} {os.path.join(root_str, e[key])} {bad_files[e[key]]}")
         if probs:
             problems.append(f"{_describe(i, e)}: {'; '.join(probs)}")
         else:
             good.append(e)
     return good, problems
+
+
+def add_emopair_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The EmoPair flags, so every entry point that reads EmoPair spells them the same way."""
+    group = parser.add_argument_group("EmoPair data")
+    group.add_argument("--json", default=EMOPAIR_JSON, help="EmoPair annotation file (official data_EmoPair.json)")
+    group.add_argument("--data_root", default=EMOPAIR_ROOT, help="folder the annotation image paths are relative to")
+    group.add_argument("--subset", default="all", choices=EMOPAIR_SUBSETS,
+                       help="EPGS: entries whose img_src_path contains 'EPGS' (official rule); EPAS: the rest")
+    group.add_argument("--skip_bad", action="store_true",
+                       help="drop and count malformed entries instead of stopping with a report")
+    group.add_argument("--check_images", default="header", choices=EMOPAIR_IMAGE_CHECKS,
+                       help="image check before training: stat only, open headers, or decode every pixel (slow)")
+    return parser
 
 
 def validate_entries(entries: Sequence, root: Union[str, Path], check_images: CheckImages = True,
@@ -210,7 +226,7 @@ def validate_entries(entries: Sequence, root: Union[str, Path], check_images: Ch
     return _validate_indexed(list(enumerate(entries)), Path(root), check_images, num_workers, progress)
 
 
-def format_report(problems: Sequence[str], total: int, source: str, max_lines: int = MAX_REPORT_LINES) -> str:
+def format_report(problems: Sequence[str], total: int, source: str, max_lines: int = EMOPAIR_REPORT_LINES) -> str:
     lines = [f"{source}: {len(problems)} of {total} entries are malformed:"]
     lines += [f"  {p}" for p in problems[:max_lines]]
     if len(problems) > max_lines:

@@ -1,5 +1,6 @@
 """EmoPair annotations: validation reports, subsets, the Dataset's items, and the toy generator."""
 
+import argparse
 import copy
 import importlib.util
 import json
@@ -13,8 +14,10 @@ from PIL import Image
 from skimage import color
 
 from emoeditor.constants import EMOPAIR_FIELDS, EMOTIONS
+from emoeditor.config import parse_args
 from emoeditor.data import (
     EmoPairDataset,
+    add_emopair_args,
     load_emopair,
     read_annotations,
     validate_entries,
@@ -253,6 +256,21 @@ def test_annotation_file_errors(toy_emopair, tmp_path):
         read_annotations(tmp_path / "broken.json")
     with pytest.raises(AnnotationError, match="EmoPair image root .* not found"):
         load_emopair(write_json(tmp_path / "ok.json", []), tmp_path / "no_root")
+
+
+def test_emopair_flags_drive_load_emopair(toy_emopair, toy_entries):
+    root, json_path = toy_emopair
+    parser = add_emopair_args(argparse.ArgumentParser())
+    args = parse_args(parser, ["--json", str(json_path), "--data_root", str(root), "--subset", "EPGS",
+                               "--skip_bad", "--check_images", "decode"])
+    assert (args.subset, args.skip_bad, args.check_images) == ("EPGS", True, "decode")
+    entries = load_emopair(args.json, args.data_root, args.subset, args.skip_bad, args.check_images, progress=False)
+    assert entries == [e for e in toy_entries if "EPGS" in e["img_src_path"]]
+    defaults = parse_args(add_emopair_args(argparse.ArgumentParser()), [])
+    assert (defaults.json, defaults.data_root, defaults.subset, defaults.skip_bad, defaults.check_images) == (
+        "json/data_EmoPair.json", "EmoPair", "all", False, "header")
+    with pytest.raises(AnnotationError, match="unknown image check 'full'; choose one of none, exists, header, decode"):
+        load_emopair(json_path, root, check_images="full")
 
 
 # ---------------------------------------------------------------- the toy generator

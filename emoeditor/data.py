@@ -96,7 +96,10 @@ def _entry_problems(entry: object) -> list[str]:
             problems.append(f"{key} must be a non-empty path string, got {entry[key]!r}")
     for key in ("class_source", "class_target"):
         if key in entry and entry[key] not in EMOTIONS:
-            problems.append(f"{key} {entry[key]!r} is not one of {', '.join(EMOTIONS)}")
+            name = entry[key]
+            hint = f" (names are lowercase: {name.strip().lower()!r})" if (
+                isinstance(name, str) and name.strip().lower() in EMOTIONS) else ""
+            problems.append(f"{key} {name!r} is not one of {', '.join(EMOTIONS)}{hint}")
     if "source_softmax" in entry:
         problems.extend(_softmax_problems(entry["source_softmax"]))
     if "prompt" in entry and (not isinstance(entry["prompt"], str) or not entry["prompt"].strip()):

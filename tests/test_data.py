@@ -135,7 +135,7 @@ def _set(key, value):
 BAD_FIELD_CASES = {
     "missing field": (_missing_prompt, "missing field(s) prompt"),
     "unknown class": (_set("class_target", "joy"), "class_target 'joy' is not one of amusement, anger, awe"),
-    "capitalised class": (_set("class_source", "Anger"), "class_source 'Anger' is not one of"),
+    "capitalised class": (_set("class_source", "Anger"), "sadness (names are lowercase: 'anger')"),
     "softmax too short": (_set("source_softmax", [0.125] * 7), "source_softmax has 7 values, expected 8"),
     "softmax NaN": (_set("source_softmax", [float("nan")] + [1 / 7] * 7), "source_softmax contains NaN"),
     "softmax infinite": (_set("source_softmax", [float("inf")] + [0.0] * 7), "source_softmax contains NaN or infinite"),

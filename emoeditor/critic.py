@@ -255,7 +255,8 @@ class JobCritic:
         return {
             "critic": cfg.critic,
             "thresholds": {"ssim_low": cfg.ssim_low, "ssim_high": cfg.ssim_high, "confidence": cfg.confidence,
-                           "confidence_mode": cfg.confidence_mode, "num_loop": cfg.num_loop},
+                           "confidence_mode": cfg.confidence_mode, "num_loop": cfg.num_loop,
+                           "direction_probs": cfg.direction_probs},
             "target": self.target.tolist(),
             "source_probs": self.source_probs.tolist(),
             "iterations": [it.as_dict() for it in self.iterations],
@@ -264,3 +265,24 @@ class JobCritic:
             "accepted": bool(self.returned is not None and self.returned >= 0
                              and self.iterations[self.returned].accepted),
         }
+
+
+def replay(trace: dict, num_loop: int) -> JobCritic:
+    """The critic's decision had the run stopped at `num_loop` (<= the traced run's), from its trace.
+
+    A run with a smaller ``num_loop`` sees exactly a prefix of the same candidates (same seed,
+    same inputs), so "metrics at max iterations k" need no re-run: replay the trace's SSIM and
+    probabilities through a fresh critic and read ``returned``/``reason`` from the result.
+    """
+    th = trace["thresholds"]
+    if num_loop > th["num_loop"]:
+        raise ValueError(f"cannot replay num_loop={num_loop} from a run with num_loop={th['num_loop']}")
+    cfg = CriticConfig(trace["critic"], num_loop=num_loop, ssim_low=th["ssim_low"], ssim_high=th["ssim_high"],
+                       confidence=th["confidence"], confidence_mode=th["confidence_mode"],
+                       direction_probs=th.get("direction_probs", "source"))
+    critic = JobCritic(cfg, torch.tensor(trace["target"]), torch.tensor(trace["source_probs"]))
+    for it in trace["iterations"]:
+        critic.observe(it["ssim"], torch.tensor(it["probs"]), it.get("start_timestep"))
+        if critic.done:
+            return critic
+    raise ValueError("the trace ends before its critic finished; was it truncated?")

@@ -232,3 +232,19 @@ def test_official_stops_at_confidence_and_falls_back_to_same_valence():
               (0.9, probs_with(FEAR, 0.9))])
     # official bound: len([source] + kept) < num_loop, so 2 kept edits end a num_loop=3 run
     assert c2.done and len(c2.iterations) == 2 and c2.returned == 0 and "same-valence" in c2.reason
+
+
+@pytest.mark.parametrize("critic", ["paper", "official"])
+def test_replay_at_smaller_num_loop_equals_a_shorter_run(critic):
+    from emoeditor.critic import replay
+
+    rng = random.Random(7)
+    for _ in range(40):
+        outcomes = random_outcomes(rng, 30)
+        full = run(JobCritic(CriticConfig(critic, num_loop=30), onehot("awe"), probs_with(FEAR, 0.9)), outcomes)
+        for k in (1, 3, 10, 30):
+            short = run(JobCritic(CriticConfig(critic, num_loop=k), onehot("awe"), probs_with(FEAR, 0.9)), outcomes)
+            again = replay(full.trace(), k)
+            assert (again.returned, len(again.iterations)) == (short.returned, len(short.iterations))
+    with pytest.raises(ValueError, match="cannot replay"):
+        replay(full.trace(), 31)

@@ -1,0 +1,471 @@
+"""Iterative emotion inference, batched: many (image, target) jobs, one critic loop.
+
+Each job carries its own state (critic, generator, candidates). Every step edits the current
+input of every active job in one batch, scores the candidates with P and SSIM on the device,
+and lets each job's critic decide. A finished job leaves the batch at once and the next queued
+job takes its slot (continuous batching), so a long run keeps the accelerator full.
+
+A job's randomness comes only from its own generator, and the pipeline draws each row from
+its row's generator, so a job's output does not depend on which jobs share its batch.
+
+The edit itself is duck-typed (`EditBackend`): anything with ``encode_condition(images)`` and
+``edit(images, emotion_inputs, condition, generators) -> (images, start_timesteps)``. The real
+one wraps `EmoEditorPipeline` (`PipelineBackend`); tests script fake ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Optional, Protocol, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .constants import (EMOTIONS, IP2P_HUB_ID, NOISE_START_RANGE, NUM_EMOTIONS, NUM_INFERENCE_STEPS,
+                        OFFICIAL_DOWNLOADS, OFFICIAL_EMOENC_FILE, OFFICIAL_UNET_FILE)
+from .critic import SOURCE_INDEX, CriticConfig, JobCritic, target_confidence
+from .emotions import emotion_input, onehot, other_emotions, parse_target, target_label
+from .errors import EmoEditorError, ImageLoadError, MissingWeightsError
+from .imageio import list_images, load_image, save_image
+from .predictor import load_predictor
+from .ssim import batch_ssim
+
+
+class EditBackend(Protocol):
+    def encode_condition(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def edit(self, images: torch.Tensor, emotion_inputs: torch.Tensor, condition: torch.Tensor,
+             generators: Sequence[torch.Generator]) -> tuple[torch.Tensor, Optional[torch.Tensor]]: ...
+
+
+class PipelineBackend:
+    """One EmoEditorPipeline edit per call; the source's condition latents are encoded once per job."""
+
+    def __init__(self, pipe, num_inference_steps: int = NUM_INFERENCE_STEPS,
+                 noise_range: tuple[int, int] = NOISE_START_RANGE, guidance_scale: float = 1.0):
+        self.pipe = pipe
+        self.num_inference_steps = num_inference_steps
+        self.noise_range = tuple(noise_range)
+        self.guidance_scale = guidance_scale
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe.device
+
+    @torch.no_grad()
+    def encode_condition(self, images: torch.Tensor) -> torch.Tensor:
+        return self.pipe.encode_condition(images)
+
+    @torch.no_grad()
+    def edit(self, images, emotion_inputs, condition, generators):
+        out = self.pipe(images, emotion_inputs, condition_latents=condition, generator=list(generators),
+                        num_inference_steps=self.num_inference_steps, noise_range=self.noise_range,
+                        guidance_scale=self.guidance_scale, output_type="pt")
+        return out.images, getattr(out, "start_timesteps", None)
+
+
+@dataclass
+class Job:
+    """One (source image, target) edit. `seed` seeds the job's generator unless `generator` is given."""
+    image: torch.Tensor  # (3, H, W) in [0, 1]
+    target: torch.Tensor  # (8,) non-negative, sums to 1
+    seed: int = 0
+    name: str = ""
+    generator: Optional[torch.Generator] = None
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class JobResult:
+    job: Job
+    image: torch.Tensor  # (3, H, W) in [0, 1], on the CPU
+    trace: dict
+    candidates: Optional[list[torch.Tensor]] = None  # every iteration's image (keep_candidates=True)
+
+
+@dataclass
+class _Active:
+    job: Job
+    critic: JobCritic
+    generator: torch.Generator
+    source: torch.Tensor  # (3, H, W) on the device
+    condition: torch.Tensor
+    images: dict  # candidate index -> (3, H, W) on the device (only those the critic may still need)
+    kept: list  # every candidate on the CPU when keep_candidates
+
+
+class IterativeInference:
+    """The critic loop over a stream of jobs, `batch_size` at a time.
+
+    predictor: callable (B, 3, H, W) [0, 1] -> (B, 8) probabilities (EmotionPredictor.probs).
+    emotion_input_mode: 'direction' (target - P(...), see CriticConfig.direction_probs) or 'onehot'.
+    ssim_backend: 'torch' (batched on the device), 'skimage' (the official reference, CPU) or a
+        callable (sources, images) -> (B,) for tests.
+    """
+
+    def __init__(self, backend: EditBackend, predictor: Callable[[torch.Tensor], torch.Tensor],
+                 critic: CriticConfig, emotion_input_mode: str = "direction", batch_size: int = 8,
+                 ssim_backend: str | Callable = "torch", device: Optional[torch.device | str] = None,
+                 keep_candidates: bool = False):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.backend = backend
+        self.predictor = predictor
+        self.critic = critic
+        self.emotion_input_mode = emotion_input_mode
+        self.batch_size = batch_size
+        self.ssim_backend = ssim_backend
+        self.device = torch.device(device if device is not None else getattr(backend, "device", "cpu"))
+        self.keep_candidates = keep_candidates
+
+    # -- admission ---------------------------------------------------------------------------
+
+    def _admit(self, jobs: list[Job]) -> list[_Active]:
+        sources = torch.stack([j.image for j in jobs]).to(self.device, torch.float32)
+        with torch.no_grad():
+            probs = self.predictor(sources).float().cpu()
+            condition = self.backend.encode_condition(sources)
+        admitted = []
+        for i, job in enumerate(jobs):
+            gen = job.generator
+            if gen is None:
+                gen = torch.Generator(self.device).manual_seed(int(job.seed))
+            critic = JobCritic(self.critic, job.target, probs[i])
+            admitted.append(_Active(job, critic, gen, sources[i], condition[i], {}, []))
+        return admitted
+
+    def _emotion_input(self, state: _Active) -> torch.Tensor:
+        probs = state.critic.direction_probs if self.emotion_input_mode == "direction" else None
+        return emotion_input(state.critic.target, probs, self.emotion_input_mode)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def run(self, jobs: Iterable[Job]) -> Iterator[JobResult]:
+        """Yield each job's result as soon as it finishes (not in input order when batched)."""
+        queue = iter(jobs)
+        active: list[_Active] = []
+        exhausted = False
+        while True:
+            if not exhausted and len(active) < self.batch_size:
+                incoming = []
+                for job in queue:
+                    incoming.append(job)
+                    if len(active) + len(incoming) >= self.batch_size:
+                        break
+                else:
+                    exhausted = True
+                if incoming:
+                    active.extend(self._admit(incoming))
+            if not active:
+                return
+            self._step(active)
+            still = []
+            for state in active:
+                if state.critic.done:
+                    yield self._result(state)
+                else:
+                    still.append(state)
+            active = still
+
+    def _step(self, active: list[_Active]) -> None:
+        inputs = torch.stack([s.source if s.critic.next_input == SOURCE_INDEX else s.images[s.critic.next_input]
+                              for s in active])
+        emo = torch.stack([self._emotion_input(s) for s in active]).to(self.device)
+        condition = torch.stack([s.condition for s in active])
+        images, timesteps = self.backend.edit(inputs, emo, condition, [s.generator for s in active])
+        images = images.to(self.device, torch.float32).clamp(0, 1)
+        probs = self.predictor(images).float().cpu()
+        sources = torch.stack([s.source for s in active])
+        if callable(self.ssim_backend):
+            ssim = self.ssim_backend(sources, images)
+        else:
+            ssim = batch_ssim(sources, images, backend=self.ssim_backend)
+        for i, state in enumerate(active):
+            index = len(state.critic.iterations)
+            state.images[index] = images[i]
+            if self.keep_candidates:
+                state.kept.append(images[i].cpu())
+            t = None if timesteps is None else int(torch.as_tensor(timesteps).flatten()[i])
+            state.critic.observe(float(ssim[i]), probs[i], start_timestep=t)
+            needed = state.critic.needed_candidates()
+            state.images = {k: v for k, v in state.images.items() if k in needed}
+
+    def _result(self, state: _Active) -> JobResult:
+        critic = state.critic
+        image = state.source if critic.returned == SOURCE_INDEX else state.images[critic.returned]
+        trace = critic.trace()
+        trace.update(name=state.job.name, seed=int(state.job.seed), **state.job.meta)
+        return JobResult(state.job, image.cpu(), trace, state.kept if self.keep_candidates else None)
+
+
+def run_jobs(engine: IterativeInference, jobs: Sequence[Job]) -> list[JobResult]:
+    """All results, in the order of `jobs`."""
+    order = {id(j): i for i, j in enumerate(jobs)}
+    results = list(engine.run(jobs))
+    return sorted(results, key=lambda r: order[id(r.job)])
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+
+def load_model(model_dir: str | Path, base_model: str | Path = IP2P_HUB_ID, torch_dtype: Optional[torch.dtype] = None,
+               device: str | torch.device = "cpu"):
+    """An EmoEditorPipeline from our exported folder (model_index.json) or the official .pt release."""
+    from .official import load_official
+    from .pipeline import EmoEditorPipeline
+
+    model_dir = Path(model_dir)
+    if (model_dir / "model_index.json").is_file():
+        kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+        pipe = EmoEditorPipeline.from_pretrained(model_dir, local_files_only=True, **kwargs)
+    elif (model_dir / Path(OFFICIAL_UNET_FILE).name).is_file() or not model_dir.exists():
+        pipe = load_official(model_dir, base_model, torch_dtype=torch_dtype)  # names the missing files
+    else:
+        raise MissingWeightsError(
+            f"{model_dir} holds neither an exported EmoEditor pipeline (model_index.json) nor the official "
+            f"{Path(OFFICIAL_UNET_FILE).name} + {Path(OFFICIAL_EMOENC_FILE).name} "
+            f"(download: {OFFICIAL_DOWNLOADS['models']})")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+# ----------------------------------------------------------------------------------------------
+# test.py: files in, edited files + traces + summary CSV out
+# ----------------------------------------------------------------------------------------------
+
+SEED_MODES = ("same", "hashed")
+SUMMARY_CSV = "summary.csv"
+SUMMARY_FIELDS = ("input", "target", "seed", "output", "iterations", "returned", "accepted", "ssim",
+                  "target_confidence", "top_class", "reason")
+
+
+def job_seed(seed: int, name: str, label: str, mode: str = "same") -> int:
+    """The seed of one job's generator; never depends on batch composition or process count.
+
+    'same' (default): every job uses ``--random_seed`` itself, exactly as the official script run
+    once per image, so a folder run gives what running each file alone gives. 'hashed': the
+    first 8 bytes of sha256("seed|file name|target label"), so the jobs of a run draw different
+    noise.
+    """
+    if mode == "same":
+        return int(seed)
+    if mode == "hashed":
+        digest = hashlib.sha256(f"{seed}|{name}|{label}".encode()).digest()
+        return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+    raise ValueError(f"unknown seed mode {mode!r}; choose one of {SEED_MODES}")
+
+
+def shard(items: Sequence, rank: int, world: int) -> list:
+    """This process's share of the inputs (round robin, so shares differ by at most one)."""
+    return list(items)[rank::world]
+
+
+def resolve_device(spec: str, process=None) -> torch.device:
+    if spec == "auto":
+        if process is not None and getattr(process, "num_processes", 1) > 1:
+            return torch.device(process.device)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
+    """'auto': float16 on CUDA (as the official test.py), float32 elsewhere."""
+    if spec == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if spec not in dtypes:
+        raise EmoEditorError(f"unknown --dtype {spec!r}; choose auto, {', '.join(dtypes)}")
+    return dtypes[spec]
+
+
+def parse_target_spec(spec: str) -> Optional[torch.Tensor]:
+    """None for 'all' (7 targets per image, chosen from P(source)), else the parsed target vector."""
+    if str(spec).strip().lower() == "all":
+        return None
+    return parse_target(spec)
+
+
+def _single_process():
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def write_tiny_assets(model_dir: str | Path, predictor_path: str | Path, input_path: Optional[str | Path] = None,
+                      seed: int = 0) -> None:
+    """Random-weight tiny model, predictor and two demo photos where they are missing (CPU smoke runs)."""
+    from skimage import data
+    from PIL import Image
+
+    from .pipeline import EmoEditorPipeline
+    from .predictor import save_predictor
+    from .models.components import sd_v1_ddim_scheduler
+    from .tiny import tiny_emotion_encoder, tiny_predictor, tiny_unet, tiny_vae
+
+    model_dir, predictor_path = Path(model_dir), Path(predictor_path)
+    if not (model_dir / "model_index.json").exists():
+        pipe = EmoEditorPipeline(unet=tiny_unet(seed), vae=tiny_vae(seed), scheduler=sd_v1_ddim_scheduler(),
+                                 emotion_encoder=tiny_emotion_encoder(seed))
+        pipe.save_pretrained(model_dir, safe_serialization=True)
+    if not predictor_path.exists():
+        save_predictor(tiny_predictor(seed), predictor_path, official_pt=False)
+    if input_path is not None and not Path(input_path).exists() and not any(c in str(input_path) for c in "*?["):
+        folder = Path(input_path)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("astronaut", "coffee"):
+            Image.fromarray(getattr(data, name)()).resize((128, 128)).save(folder / f"{name}.png")
+
+
+class _Skipped(list):
+    """(path, reason) of every input that could not be used."""
+
+
+def _jobs(paths: Sequence[Path], target: Optional[torch.Tensor], args, predictor, device, skipped: _Skipped,
+          on_skip: Callable[[], None] = lambda: None) -> Iterator[Job]:
+    """Jobs in input order; a file that cannot be loaded is recorded in `skipped` and the rest go on."""
+    for path in paths:
+        try:
+            image = load_image(path, args.image_size)
+        except ImageLoadError as exc:
+            skipped.append((str(path), str(exc)))
+            on_skip()
+            continue
+        if target is None:
+            with torch.no_grad():
+                top = int(predictor(image[None].to(device)).argmax())
+            targets = [onehot(e) for e in other_emotions(top)]
+        else:
+            targets = [target]
+        for tgt in targets:
+            label = target_label(tgt)
+            seed = job_seed(args.random_seed, path.name, label, args.seed_mode)
+            yield Job(image=image, target=tgt, seed=seed, name=f"{seed}_{label}_{path.name}",
+                      meta={"input": str(path), "target_label": label})
+
+
+def _strip(result: JobResult) -> torch.Tensor:
+    """Source, every candidate, and the returned image, side by side."""
+    tiles = [result.job.image.cpu()] + list(result.candidates or []) + [result.image]
+    return torch.cat(tiles, dim=-1)
+
+
+def _row(result: JobResult, out_path: Path) -> dict:
+    tr = result.trace
+    ret = tr["returned"]
+    if ret is None or ret < 0:
+        ssim, probs = 1.0, tr["source_probs"]
+    else:
+        ssim, probs = tr["iterations"][ret]["ssim"], tr["iterations"][ret]["probs"]
+    target = torch.tensor(tr["target"])
+    return {
+        "input": tr["input"], "target": tr["target_label"], "seed": tr["seed"], "output": str(out_path),
+        "iterations": len(tr["iterations"]), "returned": "source" if ret is not None and ret < 0 else ret,
+        "accepted": tr["accepted"], "ssim": f"{ssim:.6f}",
+        "target_confidence": f"{target_confidence(torch.tensor(probs), target, tr['thresholds']['confidence_mode']):.6f}",
+        "top_class": EMOTIONS[int(torch.tensor(probs).argmax())], "reason": tr["reason"],
+    }
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS)
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda r: (r["input"], r["target"])))
+
+
+def merge_summaries(out_dir: Path, world: int) -> Path:
+    """Join the per-process CSVs of a multi-process run into one, ordered like a single-process run."""
+    rows = []
+    for rank in range(world):
+        part = out_dir / f"summary.rank{rank}.csv"
+        with open(part, newline="") as f:
+            rows.extend(csv.DictReader(f))
+        part.unlink()
+    _write_csv(out_dir / SUMMARY_CSV, rows)
+    return out_dir / SUMMARY_CSV
+
+
+def build_engine(pipe, predictor, args, device: torch.device, keep_candidates: bool = False) -> IterativeInference:
+    mode = args.emotion_input or pipe.config.emotion_input
+    critic = CriticConfig(args.critic, num_loop=args.num_loop, ssim_low=args.ssim_low, ssim_high=args.ssim_high,
+                          confidence=args.confidence, confidence_mode=args.confidence_mode,
+                          direction_probs=args.direction_probs)
+    backend = PipelineBackend(pipe, args.num_inference_steps, tuple(args.noise_range), args.guidance_scale)
+    return IterativeInference(backend, predictor.probs, critic, emotion_input_mode=mode, batch_size=args.batch_size,
+                              ssim_backend=args.ssim_backend, device=device, keep_candidates=keep_candidates)
+
+
+def run_inference(args, process=None) -> dict:
+    """test.py: edit every (input, target) job, write images, traces and the summary CSV.
+
+    `process` is accelerate's PartialState (or anything with num_processes, process_index,
+    is_main_process, wait_for_everyone, device); under ``accelerate launch`` each process takes
+    a round-robin share of the input files and the main process merges the summaries.
+    """
+    target = parse_target_spec(args.target_emo)  # bad targets fail before anything loads
+    if args.random_seed is None:
+        args.random_seed = int.from_bytes(os.urandom(4), "little") % 100000
+        print(f"random_seed: {args.random_seed}")
+    process = process or _single_process()
+    rank, world = process.process_index, process.num_processes
+    device = resolve_device(args.device, process)
+    dtype = resolve_dtype(args.dtype, device)
+    if args.tiny:
+        if process.is_main_process:
+            write_tiny_assets(args.model_dir, args.predictor_path, args.input_path)
+        process.wait_for_everyone()
+
+    paths = shard(list_images(args.input_path), rank, world)
+    pipe = load_model(args.model_dir, args.base_model, dtype, device)
+    predictor = load_predictor(args.predictor_path, device=device)
+    keep = bool(args.save_strip or args.save_candidates)
+    engine = build_engine(pipe, predictor, args, device, keep_candidates=keep)
+
+    out_dir = Path(args.test_save_dir)
+    (out_dir / "traces").mkdir(parents=True, exist_ok=True)
+    skipped = _Skipped()
+    per_file = 1 if target is not None else NUM_EMOTIONS - 1
+    rows = []
+    with tqdm(total=len(paths) * per_file, desc=f"editing [{rank}/{world}]" if world > 1 else "editing",
+              unit="job", disable=args.quiet) as bar:
+        def uncount():
+            bar.total -= per_file
+            bar.refresh()
+
+        jobs = _jobs(paths, target, args, predictor.probs, device, skipped, uncount)
+        for result in engine.run(jobs):
+            name = result.job.name
+            out_path = save_image(result.image, out_dir / name)
+            stem = Path(name).stem
+            result.trace["output"] = str(out_path)
+            (out_dir / "traces" / f"{stem}.json").write_text(json.dumps(result.trace, indent=1))
+            if args.save_strip:
+                save_image(_strip(result), out_dir / "strips" / f"{stem}.png")
+            if args.save_candidates:
+                for i, cand in enumerate(result.candidates or []):
+                    save_image(cand, out_dir / "candidates" / stem / f"iter_{i:02d}.png")
+            rows.append(_row(result, out_path))
+            bar.update(1)
+    if skipped:
+        for path, reason in skipped:
+            print(f"skipped {path}: {reason}", file=sys.stderr)
+
+    if world > 1:
+        _write_csv(out_dir / f"summary.rank{rank}.csv", rows)
+        process.wait_for_everyone()
+        summary_path = merge_summaries(out_dir, world) if process.is_main_process else out_dir / SUMMARY_CSV
+    else:
+        _write_csv(out_dir / SUMMARY_CSV, rows)
+        summary_path = out_dir / SUMMARY_CSV
+    if not rows and skipped:
+        raise ImageLoadError("no input could be used: " + "; ".join(reason for _, reason in skipped))
+    print(f"{len(rows)} edits written to {out_dir} ({summary_path.name}); {len(skipped)} input(s) skipped")
+    return {"done": len(rows), "skipped": list(skipped), "rows": rows, "summary": summary_path, "out_dir": out_dir}

@@ -1,0 +1,117 @@
+"""Training checkpoints: atomic, self-describing, and loadable without unpickling.
+
+A checkpoint is a folder ``<save_model_dir>/checkpoints/step_XXXXXXXX/`` holding
+``model.safetensors`` (the trainable weights), ``training_state.pt`` (optimizer, LR schedule,
+EMA, RNG states, data position and the args the run was started with; tensors and primitive
+containers only, so ``torch.load(weights_only=True)`` reads it) and ``args.json`` (the same
+args, human-readable). The folder is written under a temporary name and renamed, and the
+``latest`` pointer is replaced atomically, so a run killed mid-save leaves the previous
+checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import EmoEditorError, MissingWeightsError
+
+CHECKPOINT_DIRNAME = "checkpoints"
+LATEST_POINTER = "latest"
+STEP_PREFIX = "step_"
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "training_state.pt"
+ARGS_FILE = "args.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def plain(value: Any) -> Any:
+    """Args to JSON/weights_only-safe primitives (Paths become strings)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def checkpoint_root(save_model_dir: str | Path) -> Path:
+    return Path(save_model_dir) / CHECKPOINT_DIRNAME
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX)
+             and p.name[len(STEP_PREFIX):].isdigit() and (p / STATE_FILE).exists()]
+    return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX):]))
+
+
+def save_checkpoint(root: Path, step: int, weights: dict[str, torch.Tensor], state: dict, args: dict,
+                    keep_last: Optional[int] = None) -> Path:
+    """Write step `step` atomically, point ``latest`` at it, and prune to the last `keep_last`."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{STEP_PREFIX}{step:08d}"
+    tmp = root / f".{final.name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / MODEL_FILE))
+    torch.save({**state, "args": plain(args)}, tmp / STATE_FILE)
+    (tmp / ARGS_FILE).write_text(json.dumps(plain(args), indent=2, sort_keys=True))
+    if final.exists():  # re-saving the same step (e.g. final step == periodic step)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    atomic_write_text(root / LATEST_POINTER, final.name + "\n")
+    if keep_last is not None and keep_last > 0:
+        for old in list_checkpoints(root)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def resolve_checkpoint(spec: str, save_model_dir: str | Path) -> Path:
+    """``latest`` (under save_model_dir) or a path to a checkpoint folder."""
+    if spec == LATEST_POINTER:
+        root = checkpoint_root(save_model_dir)
+        pointer = root / LATEST_POINTER
+        path = root / pointer.read_text().strip() if pointer.exists() else None
+        if path is None or not (path / STATE_FILE).exists():
+            ckpts = list_checkpoints(root)
+            if not ckpts:
+                raise MissingWeightsError(
+                    f"--resume latest: no checkpoint under {root}; train without --resume first, or pass "
+                    f"--resume PATH to a step_XXXXXXXX folder")
+            path = ckpts[-1]
+        return path
+    path = Path(spec)
+    if path.is_dir() and (path / STATE_FILE).exists():
+        return path
+    if path.is_dir() and list_checkpoints(path / CHECKPOINT_DIRNAME):
+        return list_checkpoints(path / CHECKPOINT_DIRNAME)[-1]
+    raise MissingWeightsError(
+        f"--resume {spec}: not a checkpoint folder (expected {STATE_FILE} and {MODEL_FILE} inside); "
+        f"pass 'latest' or a .../{CHECKPOINT_DIRNAME}/{STEP_PREFIX}XXXXXXXX folder")
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(weights, state); the state is read with weights_only=True (no arbitrary unpickling)."""
+    try:
+        weights = load_file(str(path / MODEL_FILE))
+        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise MissingWeightsError(f"checkpoint {path} is incomplete ({exc.filename} missing)") from None
+    except Exception as exc:  # a truncated or foreign file
+        raise EmoEditorError(f"checkpoint {path} cannot be read ({exc}); resume from an earlier step_* folder")
+    return weights, state

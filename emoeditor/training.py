@@ -1,0 +1,603 @@
+"""Training EmoEditor (paper Sec. 3.2, official train.py), one readable loop on accelerate.
+
+The UNet (from InstructPix2Pix) and the emotion encoder are trained; the VAE and the CLIP text
+encoder stay frozen. Per step: the target latent is a posterior sample, the source latent the
+posterior mode (the Ip2p condition), t ~ U{0..999}, and
+
+    L = MSE(eps, eps_theta(z_t, t, z_src, e)) + lambda * (1 - cos(e, c))
+
+with e the emotion embedding and c the CLIP embedding of the pair's instruction (both 77xD,
+flattened). Randomness is a pure function of (seed, step, rank, micro-batch): the data order is
+a seeded permutation per epoch and the step's draws come from a generator seeded per step, so a
+resumed run continues bit-exactly from the checkpoint's step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import NamedTuple, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import checkpoint as ckpt
+from .constants import (BATCH_SIZE, EMOPAIR_JSON, EMOPAIR_ROOT, EMOPAIR_SUBSETS, EMOTION_ENCODER_HIDDEN,
+                        EMOTION_INPUTS, IMAGE_SIZE, IP2P_HUB_ID, LAMBDA_EMB, LATENT_SCALE, LEARNING_RATE,
+                        NUM_TRAIN_TIMESTEPS, TEXT_SEQ_LEN, VAE_INPUT_RANGES)
+from .emotions import emotion_input
+from .errors import EmoEditorError
+from .latent_cache import target_posterior
+from .models.latents import sample_latents
+
+logger = logging.getLogger(__name__)
+
+# Defaults that are ours, not the paper's (the paper fixes lambda, lr, batch and T; see constants).
+MAX_EPOCH = 1000  # official train.py
+MAX_NONFINITE = 10  # consecutive non-finite losses before the run stops
+CHECKPOINT_EVERY = 1000
+KEEP_LAST = 3
+LOG_EVERY = 10
+IMAGE_EVERY = 10000  # official: a strip and a checkpoint every 10000 iterations
+PREVIEW_TIMESTEP = 500  # noise level of the single-step x0 preview
+ADAM_EPS = 1e-8  # official: 1e-3, a workaround for its pure-fp16 Adam
+OFFICIAL_ADAM_EPS = 1e-3
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+NULL_EMBEDDINGS = ("learned", "zero")
+# Args that change the model itself: a resumed run must use the checkpoint's values.
+MODEL_ARGS = ("emotion_input", "encoder_hidden", "null_embedding", "vae_input_range", "image_size")
+
+
+class TrainingError(EmoEditorError):
+    """A run that cannot go on (non-finite losses, inconsistent batch settings, changed data on resume)."""
+
+
+# --------------------------------------------------------------------------------------- arguments
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train EmoEditor (UNet + emotion encoder) on EmoPair.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset_name", default="EmoPair", choices=["EmoPair"], help="official flag")
+    g.add_argument("--json_path", default=EMOPAIR_JSON, help="EmoPair annotation file")
+    g.add_argument("--data_root", default=EMOPAIR_ROOT, help="folder the annotation's image paths are relative to")
+    g.add_argument("--subset", default="all", choices=EMOPAIR_SUBSETS)
+    g.add_argument("--skip_bad", action="store_true", help="drop (and count) bad entries instead of stopping")
+    g.add_argument("--image_size", type=int, default=IMAGE_SIZE)
+    g.add_argument("--num_workers", type=int, default=4, help="DataLoader workers per process")
+    g.add_argument("--latent_cache", default=None,
+                   help="folder of cached VAE latents + CLIP embeddings; built first if missing or incomplete")
+    g.add_argument("--cache_dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    g.add_argument("--cache_batch_size", type=int, default=16)
+    g.add_argument("--cache_shard_size", type=int, default=1024)
+    g = p.add_argument_group("model")
+    g.add_argument("--base_model", default=IP2P_HUB_ID, help="local diffusers InstructPix2Pix folder or hub id")
+    g.add_argument("--emotion_input", default="direction", choices=EMOTION_INPUTS,
+                   help="encoder input: target - P(source) (official) or the one-hot target (paper wording)")
+    g.add_argument("--encoder_hidden", type=int, nargs="+", default=list(EMOTION_ENCODER_HIDDEN))
+    g.add_argument("--vae_input_range", default="minus_one_one", choices=VAE_INPUT_RANGES,
+                   help="zero_one reproduces the official training script (which mismatches its inference)")
+    g.add_argument("--cond_dropout", type=float, default=0.0,
+                   help="probability of replacing the emotion embedding by the null one (enables CFG)")
+    g.add_argument("--null_embedding", default="learned", choices=NULL_EMBEDDINGS)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--lambda_emb", type=float, default=LAMBDA_EMB, help="0 = the paper's 'w/o L_emb' ablation")
+    g.add_argument("--learning_rate", type=float, default=LEARNING_RATE)
+    g.add_argument("--adam_beta1", type=float, default=0.9)
+    g.add_argument("--adam_beta2", type=float, default=0.999)
+    g.add_argument("--adam_eps", type=float, default=ADAM_EPS, help=f"official: {OFFICIAL_ADAM_EPS}")
+    g.add_argument("--weight_decay", type=float, default=0.0)
+    g.add_argument("--lr_scheduler", default="constant",
+                   help="diffusers.optimization.get_scheduler name (constant, cosine, linear, ...)")
+    g.add_argument("--lr_warmup_steps", type=int, default=0)
+    g.add_argument("--batch_size", type=int, default=BATCH_SIZE,
+                   help="effective batch per optimizer step over all processes and accumulation steps")
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    g.add_argument("--max_epoch", type=int, default=MAX_EPOCH)
+    g.add_argument("--max_steps", type=int, default=None, help="overrides --max_epoch")
+    g.add_argument("--max_grad_norm", type=float, default=None, help="clip the gradient norm (off by default)")
+    g.add_argument("--random_seed", type=int, default=0)
+    g.add_argument("--mixed_precision", default="auto", choices=MIXED_PRECISION,
+                   help="auto = bf16 autocast on a GPU that has it, else fp32; master weights stay fp32")
+    g.add_argument("--gradient_checkpointing", action="store_true")
+    g.add_argument("--use_8bit_adam", action="store_true", help="bitsandbytes Adam8bit (pip install emoeditor[bnb])")
+    g.add_argument("--adam_fused", action="store_true", help="fused CUDA Adam")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (inductor)")
+    g.add_argument("--allow_tf32", action="store_true")
+    g.add_argument("--ema_decay", type=float, default=0.0, help="EMA of the trained weights (0 = off), exported if on")
+    g.add_argument("--max_nonfinite", type=int, default=MAX_NONFINITE,
+                   help="stop after this many non-finite losses in a row (each one skips its step)")
+    g.add_argument("--cpu", action="store_true", help="train on CPU even if a GPU is present")
+    g = p.add_argument_group("checkpoints and logs")
+    g.add_argument("--save_model_dir", default="./save_models", help="checkpoints/ and the exported model/")
+    g.add_argument("--train_save_dir", default="./save_train_res", help="image strips and TensorBoard logs")
+    g.add_argument("--export_dir", default=None, help="exported pipeline folder (default: SAVE_MODEL_DIR/model)")
+    g.add_argument("--checkpoint_every", type=int, default=CHECKPOINT_EVERY)
+    g.add_argument("--keep_last", type=int, default=KEEP_LAST, help="checkpoints kept (0 = all)")
+    g.add_argument("--resume", default=None, help="'latest' or a checkpoint folder")
+    g.add_argument("--stop_at_step", type=int, default=None,
+                   help="checkpoint and exit at this step without exporting (a job with a time limit)")
+    g.add_argument("--log_every", type=int, default=LOG_EVERY)
+    g.add_argument("--image_every", type=int, default=IMAGE_EVERY, help="image strip every N steps (0 = never)")
+    g.add_argument("--preview_steps", type=int, default=10, help="denoising steps of the image strip's edit")
+    g.add_argument("--no_progress", action="store_true")
+    return p
+
+
+def default_args(**overrides) -> argparse.Namespace:
+    """The CLI defaults with `overrides` applied: for calling `train` from Python (demo, tests)."""
+    args = build_parser().parse_args([])
+    unknown = set(overrides) - set(vars(args))
+    if unknown:
+        raise TypeError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    vars(args).update(overrides)
+    return args
+
+
+# -------------------------------------------------------------------------------------- the model
+class EmoEditorDenoiser(nn.Module):
+    """UNet + emotion encoder as one module, so DDP/accelerate see one set of trainable weights."""
+
+    def __init__(self, unet, emotion_encoder):
+        super().__init__()
+        self.unet = unet
+        self.emotion_encoder = emotion_encoder
+
+    def forward(self, noisy_latents, timesteps, source_latent, emotion, drop_mask=None):
+        """(eps prediction, emotion embedding e before any cond-dropout replacement)."""
+        embedding = self.emotion_encoder(emotion)
+        cond = embedding
+        if drop_mask is not None:
+            null = self.emotion_encoder.null(embedding.shape[0]).to(embedding.dtype)
+            cond = torch.where(drop_mask[:, None, None], null, embedding)
+        x = torch.cat([noisy_latents, source_latent.to(noisy_latents.dtype)], dim=1)
+        eps = self.unet(x, timesteps, encoder_hidden_states=cond.to(x.dtype)).sample
+        return eps, embedding
+
+
+class LossTerms(NamedTuple):
+    loss: torch.Tensor
+    l_noise: torch.Tensor
+    l_emb: torch.Tensor
+
+
+def compute_loss(model, noise_scheduler, target_moments: torch.Tensor, source_latent: torch.Tensor,
+                 emotion: torch.Tensor, text_embedding: torch.Tensor, generator: torch.Generator,
+                 lambda_emb: float = LAMBDA_EMB, cond_dropout: float = 0.0) -> LossTerms:
+    """One micro-batch's loss. Draws, in order: posterior sample, noise, timesteps, dropout mask."""
+    latents = sample_latents(target_posterior(target_moments.float()), generator)
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    num_t = noise_scheduler.config.num_train_timesteps
+    timesteps = torch.randint(0, num_t, (latents.shape[0],), generator=generator, device=latents.device)
+    drop = None
+    if cond_dropout > 0:
+        drop = torch.rand(latents.shape[0], generator=generator, device=latents.device) < cond_dropout
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    eps_pred, embedding = model(noisy, timesteps, source_latent, emotion, drop)
+    l_noise = F.mse_loss(eps_pred.float(), noise.float())
+    cos = F.cosine_similarity(embedding.float().flatten(1), text_embedding.float().flatten(1), dim=1)
+    l_emb = (1 - cos).mean()
+    loss = l_noise + lambda_emb * l_emb if lambda_emb else l_noise  # lambda=0: no L_emb gradient at all
+    return LossTerms(loss, l_noise, l_emb)
+
+
+# ------------------------------------------------------------------------------------- randomness
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers, so (seed, step, rank, micro) never collide like seed + step would."""
+    digest = hashlib.sha256("/".join(str(int(p)) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def step_generator(seed: int, step: int, rank: int, micro: int, device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(mix_seed(seed, 1, step, rank, micro))
+
+
+def epoch_permutation(num_items: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(num_items, generator=torch.Generator().manual_seed(mix_seed(seed, 0, epoch)))
+
+
+def rank_micro_batches(perm: torch.Tensor, step_in_epoch: int, batch_size: int, world: int, rank: int,
+                       accum: int) -> list[list[int]]:
+    """This rank's `accum` micro-batches of one optimizer step: the global batch split (micro, rank)-major."""
+    micro = batch_size // (world * accum)
+    chunk = perm[step_in_epoch * batch_size:(step_in_epoch + 1) * batch_size].tolist()
+    return [chunk[(a * world + rank) * micro:(a * world + rank + 1) * micro] for a in range(accum)]
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------------------------------- data
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def build_dataset(args, accelerator, frozen: dict):
+    """EmoPairDataset, or the latent cache of it (built first on the main process if needed)."""
+    from .data import EmoPairDataset, load_emopair
+    from . import latent_cache as lc
+
+    json_path = Path(args.json_path)
+    if args.latent_cache:
+        settings = lc.cache_settings(args.image_size, args.vae_input_range, args.base_model, args.cache_dtype)
+        fp = (lc.fingerprint([_file_sha256(json_path), args.subset, bool(args.skip_bad)], settings)
+              if json_path.exists() else None)
+        if not lc.is_complete(args.latent_cache, settings, fp):
+            if fp is None:
+                raise TrainingError(f"--latent_cache {args.latent_cache} is incomplete or was built with other "
+                                    f"settings, and {json_path} is missing to rebuild it; pass --json_path")
+            if accelerator.is_main_process:
+                entries = load_emopair(json_path, args.data_root, args.subset, skip_bad=args.skip_bad)
+                lc.build_latent_cache(EmoPairDataset(entries, args.data_root, args.image_size), args.latent_cache,
+                                      frozen["vae"], frozen["text_encoder"], frozen["tokenizer"], settings=settings,
+                                      entries_fingerprint=fp, batch_size=args.cache_batch_size,
+                                      shard_size=args.cache_shard_size, num_workers=args.num_workers,
+                                      show_progress=not args.no_progress)
+            accelerator.wait_for_everyone()
+        return lc.LatentCacheDataset(args.latent_cache)
+    entries = load_emopair(json_path, args.data_root, args.subset, skip_bad=args.skip_bad,
+                           progress=accelerator.is_main_process and not args.no_progress)
+    return EmoPairDataset(entries, args.data_root, args.image_size)
+
+
+def to_model_inputs(batch: dict, frozen: dict, args, device) -> dict:
+    """A DataLoader batch (images or cached tensors) -> the float32 tensors compute_loss needs."""
+    from .latent_cache import encode_batch
+
+    if "target_moments" not in batch:
+        batch = {**batch, **encode_batch({"source": batch["source"].to(device), "target": batch["target"].to(device),
+                                          "prompt": batch["prompt"]},
+                                         frozen["vae"], frozen["text_encoder"], frozen["tokenizer"],
+                                         args.vae_input_range)}
+    target_vec = batch["target_vec"].to(device).float()
+    source_softmax = batch["source_softmax"].to(device).float()
+    return {
+        "target_moments": batch["target_moments"].to(device).float(),
+        "source_latent": batch["source_latent"].to(device).float(),
+        "text_embedding": batch["text_embedding"].to(device).float(),
+        "emotion": emotion_input(target_vec, source_softmax, args.emotion_input),
+    }
+
+
+# ---------------------------------------------------------------------------------------- previews
+@torch.no_grad()
+def preview_strip(model, noise_scheduler, vae, batch: dict, inputs: dict, args, seed: int) -> torch.Tensor:
+    """(3, S, 3S) source | edit | target for the first pair of a batch.
+
+    The edit is a short DDIM run started, as at inference, from the source latent noised to a
+    fixed level (no iterative critic): a cheap look at what the model does, not the evaluation.
+    """
+    from .models.components import sd_v1_ddim_scheduler
+    from .models.latents import decode_latents
+
+    device = inputs["source_latent"].device
+    cond = inputs["source_latent"][:1]
+    emotion = inputs["emotion"][:1]
+    moments = inputs["target_moments"][:1]
+    gen = torch.Generator(device=device).manual_seed(mix_seed(seed, 2))
+    if "source" in batch:
+        source, target = batch["source"][:1].float().to(device), batch["target"][:1].float().to(device)
+    else:  # cached latents: show the VAE reconstructions
+        source = decode_latents(vae, cond * LATENT_SCALE)
+        source = torch.nn.functional.interpolate(source, size=(args.image_size, args.image_size))
+        target = decode_latents(vae, target_posterior(moments).mode() * LATENT_SCALE)
+        target = torch.nn.functional.interpolate(target, size=(args.image_size, args.image_size))
+    scheduler = sd_v1_ddim_scheduler()
+    scheduler.set_timesteps(max(1, args.preview_steps))
+    start = [t for t in scheduler.timesteps if t <= PREVIEW_TIMESTEP]
+    z0 = cond * LATENT_SCALE
+    noise = torch.randn(z0.shape, generator=gen, device=device, dtype=z0.dtype)
+    z = noise_scheduler.add_noise(z0, noise, start[0].reshape(1).to(device))
+    for t in start:
+        eps, _ = model(z, t.reshape(1).to(device), cond, emotion)
+        z = scheduler.step(eps.float(), t, z).prev_sample
+    edit = decode_latents(vae, z)
+    edit = torch.nn.functional.interpolate(edit, size=source.shape[-2:])
+    return torch.cat([source.clamp(0, 1), edit, target.clamp(0, 1)], dim=3)[0].cpu()
+
+
+# ------------------------------------------------------------------------------------------ export
+def weights_digest(state_dict: dict) -> str:
+    """sha256 of the weights' bytes: ranks of a multi-process run must end with the same one."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        h.update(name.encode())
+        h.update(state_dict[name].detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _check_ranks_agree(accelerator, digest: str) -> list[str]:
+    words = torch.tensor([int(digest[i:i + 8], 16) for i in range(0, 64, 8)], dtype=torch.int64,
+                         device=accelerator.device)
+    gathered = accelerator.gather(words.unsqueeze(0)).cpu()
+    digests = ["".join(f"{int(w):08x}" for w in row) for row in gathered]
+    if any(d != digests[0] for d in digests):
+        raise TrainingError(f"processes ended with different weights ({digests}); a distributed setup "
+                            f"problem (not all ranks saw the same gradients)")
+    return digests
+
+
+def export_pipeline(model: EmoEditorDenoiser, args, export_dir: Path) -> Path:
+    """The trained UNet + encoder with the frozen base parts, in the diffusers layout test.py loads."""
+    from .models.components import load_base_components
+    from .pipeline import EmoEditorPipeline
+
+    base = load_base_components(args.base_model)  # frozen parts reloaded so they are saved in full precision
+    pipe = EmoEditorPipeline(
+        unet=model.unet, vae=base["vae"], scheduler=base["scheduler"], emotion_encoder=model.emotion_encoder,
+        text_encoder=base["text_encoder"], tokenizer=base["tokenizer"], emotion_input=args.emotion_input,
+        vae_input_range=args.vae_input_range, lambda_emb=args.lambda_emb, cond_dropout=args.cond_dropout)
+    export_dir.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(export_dir)
+    ckpt.atomic_write_text(export_dir / "training_args.json", json.dumps(ckpt.plain(vars(args)), indent=2, sort_keys=True))
+    return export_dir
+
+
+# -------------------------------------------------------------------------------------------- train
+def _check_args(args, world: int) -> int:
+    if args.emotion_input not in EMOTION_INPUTS:
+        raise TrainingError(f"--emotion_input {args.emotion_input!r}: choose one of {', '.join(EMOTION_INPUTS)}")
+    if not 0.0 <= args.cond_dropout < 1.0:
+        raise TrainingError(f"--cond_dropout {args.cond_dropout} must be in [0, 1)")
+    if args.lambda_emb < 0:
+        raise TrainingError(f"--lambda_emb {args.lambda_emb} must be >= 0")
+    per = world * args.gradient_accumulation_steps
+    if args.batch_size < per or args.batch_size % per:
+        raise TrainingError(f"--batch_size {args.batch_size} must be a multiple of processes ({world}) x "
+                            f"--gradient_accumulation_steps ({args.gradient_accumulation_steps})")
+    return args.batch_size // per
+
+
+def _mixed_precision(args) -> str:
+    if args.mixed_precision != "auto":
+        return args.mixed_precision
+    if not args.cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+def _optimizer(args, params):
+    kwargs = dict(lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_eps,
+                  weight_decay=args.weight_decay)
+    if args.use_8bit_adam:
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise TrainingError("--use_8bit_adam needs bitsandbytes: pip install 'emoeditor[bnb]'") from None
+        return bnb.optim.Adam8bit(params, **kwargs)
+    if args.adam_fused:
+        kwargs["fused"] = True
+    return torch.optim.Adam(params, **kwargs)
+
+
+def train(args: argparse.Namespace) -> Optional[Path]:
+    """Train, checkpoint, export. Returns the exported pipeline folder (None after --stop_at_step)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from diffusers.optimization import get_scheduler
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from .imageio import save_image
+    from .models.components import load_base_components
+    from .models.emotion_encoder import EmotionEncoder
+
+    # 1. Accelerator, resume state, argument checks.
+    resume_weights = resume_state = None
+    if args.resume:
+        resume_path = ckpt.resolve_checkpoint(args.resume, args.save_model_dir)
+        resume_weights, resume_state = ckpt.load_checkpoint(resume_path)
+        saved = resume_state["args"]
+        changed = {k: (saved.get(k), ckpt.plain(getattr(args, k))) for k in MODEL_ARGS
+                   if saved.get(k) != ckpt.plain(getattr(args, k))}
+        if changed:
+            raise TrainingError(f"--resume {resume_path}: the checkpoint was trained with different model "
+                                f"settings {changed} (checkpoint, now); use the checkpoint's values")
+    accelerator = Accelerator(mixed_precision=_mixed_precision(args), cpu=args.cpu,
+                              dynamo_backend="inductor" if args.compile else None)
+    device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
+    micro_size = _check_args(args, world)
+    accum = args.gradient_accumulation_steps
+    if args.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    set_seed(args.random_seed)  # initial weights of the emotion encoder; step randomness is seeded per step
+
+    # 2. Models: trainable UNet + emotion encoder (fp32 master weights), frozen VAE + text encoder.
+    base = load_base_components(args.base_model)
+    weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
+    frozen = {name: base[name].requires_grad_(False).eval().to(device) for name in ("vae", "text_encoder")}
+    if weight_dtype != torch.float32:  # frozen parts in the autocast dtype, as the diffusers examples do
+        frozen = {name: module.to(dtype=weight_dtype) for name, module in frozen.items()}
+    frozen["tokenizer"] = base["tokenizer"]
+    noise_scheduler = base["scheduler"]
+    encoder = EmotionEncoder(hidden_dims=tuple(args.encoder_hidden), seq_len=TEXT_SEQ_LEN,
+                             embed_dim=frozen["text_encoder"].config.hidden_size,
+                             learned_null=args.cond_dropout > 0 and args.null_embedding == "learned")
+    unet = base["unet"]
+    if args.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    model = EmoEditorDenoiser(unet, encoder).train()
+
+    # 3. Data.
+    dataset = build_dataset(args, accelerator, frozen)
+    steps_per_epoch = len(dataset) // args.batch_size
+    if steps_per_epoch == 0:
+        raise TrainingError(f"{len(dataset)} training pairs are fewer than --batch_size {args.batch_size}")
+    total_steps = args.max_steps if args.max_steps is not None else args.max_epoch * steps_per_epoch
+
+    # 4. Optimizer, LR schedule, EMA; restore them on resume.
+    optimizer = _optimizer(args, model.parameters())
+    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps,
+                                 num_training_steps=total_steps)
+    ema = None
+    if args.ema_decay > 0:
+        from diffusers.training_utils import EMAModel
+        ema = EMAModel(model.parameters(), decay=args.ema_decay)
+    step = 0
+    nonfinite_total = 0
+    if resume_state is not None:
+        model.load_state_dict(resume_weights)
+        optimizer.load_state_dict(resume_state["optimizer"])
+        lr_scheduler.load_state_dict(resume_state["lr_scheduler"])
+        if ema is not None:
+            if "ema" not in resume_state:
+                raise TrainingError(f"--resume: the checkpoint has no EMA state but --ema_decay is {args.ema_decay}")
+            ema.load_state_dict(resume_state["ema"])
+        if resume_state["steps_per_epoch"] != steps_per_epoch or resume_state["num_items"] != len(dataset):
+            raise TrainingError(
+                f"--resume: the data changed ({resume_state['num_items']} pairs / {resume_state['steps_per_epoch']} "
+                f"steps per epoch at save time, now {len(dataset)} / {steps_per_epoch}); the data position "
+                f"cannot be restored. Use the same --json_path/--subset/--skip_bad/--batch_size")
+        set_rng_state(resume_state["rng"])
+        step = int(resume_state["step"])
+        nonfinite_total = int(resume_state.get("nonfinite_total", 0))
+    if ema is not None:
+        ema.to(device)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw_model = accelerator.unwrap_model(model)
+
+    def save(at_step: int) -> None:
+        if accelerator.is_main_process:
+            state = {"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
+                     "rng": rng_state(), "step": at_step, "epoch": at_step // steps_per_epoch,
+                     "batch_in_epoch": at_step % steps_per_epoch, "steps_per_epoch": steps_per_epoch,
+                     "num_items": len(dataset), "nonfinite_total": nonfinite_total}
+            if ema is not None:
+                state["ema"] = ema.state_dict()
+            ckpt.save_checkpoint(ckpt.checkpoint_root(args.save_model_dir), at_step, raw_model.state_dict(),
+                                 state, vars(args), keep_last=args.keep_last or None)
+        accelerator.wait_for_everyone()
+
+    # 5. Logging (rank 0 only).
+    writer = None
+    train_save_dir = Path(args.train_save_dir)
+    if accelerator.is_main_process:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(train_save_dir / "tensorboard"))
+        logger.info("training %d steps (%d per epoch, %d pairs), %d process(es) x %d accumulation x %d per micro-batch, "
+                    "mixed precision %s", total_steps, steps_per_epoch, len(dataset), world, accum, micro_size,
+                    accelerator.mixed_precision)
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step",
+               disable=not accelerator.is_main_process or args.no_progress)
+
+    # 6. The loop: one optimizer step = `accum` micro-batches on each of `world` processes.
+    params = [p for p in model.parameters() if p.requires_grad]
+    nonfinite_run = 0
+    last_saved = step if resume_state is not None else -1
+    t_last, samples_since = time.perf_counter(), 0
+    while step < total_steps:
+        epoch, first = divmod(step, steps_per_epoch)
+        perm = epoch_permutation(len(dataset), args.random_seed, epoch)
+        last = min(steps_per_epoch, first + total_steps - step)
+        sampler = [mb for s in range(first, last)
+                   for mb in rank_micro_batches(perm, s, args.batch_size, world, rank, accum)]
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers,
+                            pin_memory=device.type == "cuda")
+        batches = iter(loader)
+        for _ in range(first, last):
+            sums = torch.zeros(3, device=device)
+            finite = True
+            for a in range(accum):
+                batch = next(batches)
+                inputs = to_model_inputs(batch, frozen, args, device)
+                sync = accelerator.no_sync(model) if a < accum - 1 else nullcontext()
+                with sync:
+                    terms = compute_loss(model, noise_scheduler, inputs["target_moments"], inputs["source_latent"],
+                                         inputs["emotion"], inputs["text_embedding"],
+                                         step_generator(args.random_seed, step, rank, a, device),
+                                         args.lambda_emb, args.cond_dropout)
+                    accelerator.backward(terms.loss / accum)
+                finite = finite and bool(torch.isfinite(terms.loss))
+                sums += torch.stack([t.detach().float() for t in terms]) / accum
+            grad_norm = accelerator.clip_grad_norm_(params, args.max_grad_norm or math.inf)
+            flag = torch.tensor([float(finite and bool(torch.isfinite(grad_norm)))], device=device)
+            if bool(accelerator.gather(flag).min() > 0):
+                optimizer.step()
+                lr_scheduler.step()
+                if ema is not None:
+                    ema.step(raw_model.parameters())
+                nonfinite_run = 0
+            else:  # skip the update; the data of this step is consumed all the same
+                nonfinite_run += 1
+                nonfinite_total += 1
+                logger.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", step, nonfinite_run)
+                if nonfinite_run >= args.max_nonfinite:
+                    raise TrainingError(
+                        f"{nonfinite_run} non-finite losses in a row (last at step {step}); stopping. Lower "
+                        f"--learning_rate, set --max_grad_norm, use --mixed_precision bf16 or no, or resume from "
+                        f"an earlier checkpoint in {ckpt.checkpoint_root(args.save_model_dir)}")
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            samples_since += args.batch_size
+            bar.update(1)
+
+            if args.log_every and step % args.log_every == 0:
+                mean = accelerator.reduce(sums, reduction="mean")
+                now = time.perf_counter()
+                if writer is not None:
+                    scalars = {"loss": mean[0], "l_noise": mean[1], "l_emb": mean[2],
+                               "lr": lr_scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                               "samples_per_s": samples_since / max(now - t_last, 1e-9),
+                               "nonfinite_total": nonfinite_total}
+                    for name, value in scalars.items():
+                        writer.add_scalar(f"train/{name}", float(value), step)
+                    bar.set_postfix(loss=f"{float(mean[0]):.4f}", l_noise=f"{float(mean[1]):.4f}",
+                                    l_emb=f"{float(mean[2]):.4f}")
+                t_last, samples_since = now, 0
+            if args.image_every and step % args.image_every == 0 and accelerator.is_main_process:
+                raw_model.eval()
+                strip = preview_strip(raw_model, noise_scheduler, frozen["vae"], batch, inputs, args, args.random_seed)
+                raw_model.train()
+                name = f"epoch{epoch:03d}_iter{step}_{batch['transition'][0]}.png".replace(" ", "_")
+                save_image(strip, train_save_dir / "images" / name)
+                writer.add_image("train/source_edit_target", strip, step)
+            if args.checkpoint_every and step % args.checkpoint_every == 0:
+                save(step)
+                last_saved = step
+            if args.stop_at_step is not None and step >= args.stop_at_step:
+                if last_saved != step:
+                    save(step)
+                bar.close()
+                if writer is not None:
+                    writer.close()
+                return None
+
+    # 7. Final checkpoint and export (EMA weights if EMA is on).
+    bar.close()
+    if last_saved != step:
+        save(step)
+    export_dir = Path(args.export_dir) if args.export_dir else Path(args.save_model_dir) / "model"
+    digests = _check_ranks_agree(accelerator, weights_digest(raw_model.state_dict()))
+    if accelerator.is_main_process:
+        if ema is not None:
+            ema.copy_to(raw_model.parameters())
+        export_pipeline(raw_model, args, export_dir)
+        summary = {"steps": step, "nonfinite_total": nonfinite_total, "num_processes": world,
+                   "rank_weight_digests": digests, "ema": ema is not None}
+        ckpt.atomic_write_text(export_dir / "training_summary.json", json.dumps(summary, indent=2))
+        writer.close()
+        logger.info("exported %s (%d non-finite steps skipped)", export_dir, nonfinite_total)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return export_dir

@@ -1,0 +1,270 @@
+"""Training loop on CPU with tiny components and the toy EmoPair: the loss, resume, caching, determinism."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from emoeditor import checkpoint as ckpt
+from emoeditor import training
+from emoeditor.constants import LATENT_SCALE
+from emoeditor.models.components import sd_v1_ddim_scheduler
+from emoeditor.tiny import TINY_ENCODER_HIDDEN, TINY_TEXT_DIM, tiny_unet
+from emoeditor.models.emotion_encoder import EmotionEncoder
+
+
+def make_args(tmp_path, tiny_base_dir, toy_emopair, name="run", **overrides):
+    root, json_path = toy_emopair
+    kw = dict(base_model=str(tiny_base_dir), json_path=str(json_path), data_root=str(root), image_size=64,
+              encoder_hidden=list(TINY_ENCODER_HIDDEN), batch_size=4, num_workers=0, cpu=True,
+              mixed_precision="no", learning_rate=1e-3, save_model_dir=str(tmp_path / name / "models"),
+              train_save_dir=str(tmp_path / name / "logs"), no_progress=True, log_every=1, image_every=0,
+              checkpoint_every=0, max_steps=2)
+    kw.update(overrides)
+    return training.default_args(**kw)
+
+
+def scalars(args, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(args.train_save_dir + "/tensorboard"))
+    acc.Reload()
+    return [e.value for e in acc.Scalars(f"train/{tag}")]
+
+
+def final_weights(args):
+    return load_file(str(ckpt.list_checkpoints(ckpt.checkpoint_root(args.save_model_dir))[-1] / ckpt.MODEL_FILE))
+
+
+def tiny_model(learned_null=False):
+    torch.manual_seed(0)
+    enc = EmotionEncoder(hidden_dims=TINY_ENCODER_HIDDEN, embed_dim=TINY_TEXT_DIM, learned_null=learned_null)
+    if learned_null:
+        torch.nn.init.normal_(enc.null_embedding)
+    return training.EmoEditorDenoiser(tiny_unet(0), enc)
+
+
+def loss_inputs(seed=1, batch=3):
+    g = torch.Generator().manual_seed(seed)
+    return dict(target_moments=torch.randn(batch, 8, 16, 16, generator=g),
+                source_latent=torch.randn(batch, 4, 16, 16, generator=g),
+                emotion=torch.randn(batch, 8, generator=g),
+                text_embedding=torch.randn(batch, 77, TINY_TEXT_DIM, generator=g))
+
+
+def test_compute_loss_equals_independent_computation():
+    model, sched, x = tiny_model(), sd_v1_ddim_scheduler(), loss_inputs()
+    terms = training.compute_loss(model, sched, **x, generator=torch.Generator().manual_seed(7), lambda_emb=0.5)
+
+    # The same draws by hand: posterior sample, noise, timesteps (that order), then the DDPM forward process.
+    g = torch.Generator().manual_seed(7)
+    mean, logvar = x["target_moments"].chunk(2, dim=1)
+    std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+    z0 = (mean + std * torch.randn(mean.shape, generator=g)) * LATENT_SCALE
+    noise = torch.randn(z0.shape, generator=g)
+    t = torch.randint(0, 1000, (3,), generator=g)
+    abar = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+    zt = abar.sqrt() * z0 + (1 - abar).sqrt() * noise
+    with torch.no_grad():
+        e = model.emotion_encoder(x["emotion"])
+        eps = model.unet(torch.cat([zt, x["source_latent"]], 1), t, encoder_hidden_states=e).sample
+    l_noise = ((eps - noise) ** 2).mean()
+    a, c = e.reshape(3, -1), x["text_embedding"].reshape(3, -1)
+    l_emb = (1 - (a * c).sum(1) / (a.norm(dim=1) * c.norm(dim=1))).mean()
+
+    torch.testing.assert_close(terms.l_noise, l_noise, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(terms.l_emb, l_emb, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(terms.loss, l_noise + 0.5 * l_emb, rtol=1e-5, atol=1e-6)
+    assert 0.5 < float(l_emb) < 1.5  # random e and c are near-orthogonal
+
+
+def test_lambda_zero_removes_l_emb_from_loss_and_gradient():
+    model, sched, x = tiny_model(), sd_v1_ddim_scheduler(), loss_inputs()
+    t0 = training.compute_loss(model, sched, **x, generator=torch.Generator().manual_seed(3), lambda_emb=0.0)
+    assert torch.equal(t0.loss, t0.l_noise) and float(t0.l_emb.detach()) > 0
+    t0.loss.backward()
+    grad0 = model.emotion_encoder.fc[0].weight.grad.clone()
+    model.zero_grad()
+    # The same draws with lambda 0.5: the extra gradient is exactly that of 0.5 * L_emb.
+    t1 = training.compute_loss(model, sched, **x, generator=torch.Generator().manual_seed(3), lambda_emb=0.5)
+    (t1.loss - t1.l_noise).backward()
+    grad_emb = model.emotion_encoder.fc[0].weight.grad.clone()
+    model.zero_grad()
+    t1b = training.compute_loss(model, sched, **x, generator=torch.Generator().manual_seed(3), lambda_emb=0.5)
+    t1b.loss.backward()
+    torch.testing.assert_close(model.emotion_encoder.fc[0].weight.grad, grad0 + grad_emb, rtol=1e-4, atol=1e-7)
+    assert grad_emb.abs().sum() > 0
+
+
+def test_cond_dropout_feeds_the_null_embedding():
+    model, sched, x = tiny_model(learned_null=True), sd_v1_ddim_scheduler(), loss_inputs(batch=2)
+    z = torch.randn(2, 4, 16, 16)
+    t = torch.tensor([10, 900])
+    with torch.no_grad():
+        eps, e = model(z, t, x["source_latent"], x["emotion"], torch.tensor([True, False]))
+        cond = torch.stack([model.emotion_encoder.null_embedding, model.emotion_encoder(x["emotion"])[1]])
+        ref = model.unet(torch.cat([z, x["source_latent"]], 1), t, encoder_hidden_states=cond).sample
+    torch.testing.assert_close(eps, ref)
+    torch.testing.assert_close(e, model.emotion_encoder(x["emotion"]))  # L_emb sees e, not the null
+    # With dropout in compute_loss the learned null gets a gradient.
+    training.compute_loss(model, sched, **x, generator=torch.Generator().manual_seed(0), cond_dropout=0.99).loss.backward()
+    assert model.emotion_encoder.null_embedding.grad.abs().sum() > 0
+
+
+def test_rank_micro_batches_partition_the_global_batch():
+    perm = training.epoch_permutation(24, seed=0, epoch=1)
+    assert sorted(perm.tolist()) == list(range(24))
+    assert not torch.equal(perm, training.epoch_permutation(24, seed=0, epoch=2))
+    parts = [training.rank_micro_batches(perm, 1, 8, world=2, rank=r, accum=2) for r in range(2)]
+    flat = [i for rank in parts for mb in rank for i in mb]
+    assert sorted(flat) == sorted(perm[8:16].tolist()) and all(len(mb) == 2 for rank in parts for mb in rank)
+
+
+def test_loss_decreases_and_export_loads(tmp_path, tiny_base_dir, toy_emopair):
+    from emoeditor.pipeline import EmoEditorPipeline
+
+    args = make_args(tmp_path, tiny_base_dir, toy_emopair, max_steps=36, image_every=18, checkpoint_every=12,
+                     keep_last=2, cond_dropout=0.1, emotion_input="onehot")
+    export = training.train(args)
+    loss = scalars(args, "loss")
+    assert len(loss) == 36 and all(torch.isfinite(torch.tensor(loss)))
+    assert sum(loss[-6:]) / 6 < 0.8 * sum(loss[:6]) / 6, loss
+    for tag in ("l_noise", "l_emb", "lr", "grad_norm", "samples_per_s"):
+        assert len(scalars(args, tag)) == 36
+    torch.testing.assert_close(torch.tensor(loss), torch.tensor(scalars(args, "l_noise")) +
+                               0.5 * torch.tensor(scalars(args, "l_emb")), rtol=1e-5, atol=1e-6)
+
+    # Image strips (source | edit | target) at steps 18 and 36.
+    from PIL import Image
+    strips = sorted((tmp_path / "run" / "logs" / "images").glob("*.png"))
+    assert [p.name.split("_")[1] for p in strips] == ["iter18", "iter36"]
+    assert Image.open(strips[0]).size == (3 * 64, 64)
+
+    # Checkpoints: last 2 kept, `latest` points at the final step, args stored and weights_only-loadable.
+    root = ckpt.checkpoint_root(args.save_model_dir)
+    assert [p.name for p in ckpt.list_checkpoints(root)] == ["step_00000024", "step_00000036"]
+    assert (root / "latest").read_text().strip() == "step_00000036"
+    weights, state = ckpt.load_checkpoint(root / "step_00000036")
+    assert state["args"]["emotion_input"] == "onehot" and state["step"] == 36 and state["epoch"] == 6
+
+    # The export is a diffusers folder whose config records the training choices.
+    pipe = EmoEditorPipeline.from_pretrained(export)
+    assert pipe.config.emotion_input == "onehot" and pipe.config.cond_dropout == 0.1
+    assert pipe.config.lambda_emb == 0.5 and pipe.config.vae_input_range == "minus_one_one"
+    assert pipe.emotion_encoder.config.learned_null
+    for sub in ("unet", "vae", "scheduler", "text_encoder", "tokenizer", "emotion_encoder"):
+        assert (export / sub).is_dir()
+    torch.testing.assert_close(pipe.emotion_encoder.fc[0].weight, weights["emotion_encoder.fc.0.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(pipe.unet.conv_in.weight, weights["unet.conv_in.weight"], rtol=0, atol=0)
+    summary = json.loads((export / "training_summary.json").read_text())
+    assert summary["rank_weight_digests"] == [training.weights_digest(weights)]
+
+
+def test_lambda_zero_run_logs_loss_equal_l_noise(tmp_path, tiny_base_dir, toy_emopair):
+    args = make_args(tmp_path, tiny_base_dir, toy_emopair, lambda_emb=0.0, max_steps=2)
+    training.train(args)
+    assert scalars(args, "loss") == scalars(args, "l_noise")
+    assert min(scalars(args, "l_emb")) > 0
+
+
+def test_resume_is_bit_exact(tmp_path, tiny_base_dir, toy_emopair):
+    common = dict(max_steps=6, gradient_accumulation_steps=2, ema_decay=0.9, lr_scheduler="cosine",
+                  lr_warmup_steps=2, cond_dropout=0.2, checkpoint_every=3, max_grad_norm=1.0)
+    straight = make_args(tmp_path, tiny_base_dir, toy_emopair, "straight", **common)
+    training.train(straight)
+    killed = make_args(tmp_path, tiny_base_dir, toy_emopair, "resumed", stop_at_step=3, **common)
+    assert training.train(killed) is None
+    assert not (tmp_path / "resumed" / "models" / "model").exists()
+    resumed = make_args(tmp_path, tiny_base_dir, toy_emopair, "resumed", resume="latest", **common)
+    training.train(resumed)
+
+    a, b = final_weights(straight), final_weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    _, sa = ckpt.load_checkpoint(ckpt.list_checkpoints(ckpt.checkpoint_root(straight.save_model_dir))[-1])
+    _, sb = ckpt.load_checkpoint(ckpt.list_checkpoints(ckpt.checkpoint_root(resumed.save_model_dir))[-1])
+    assert all(torch.equal(x, y) for x, y in zip(sa["ema"]["shadow_params"], sb["ema"]["shadow_params"]))
+    assert sa["lr_scheduler"] == sb["lr_scheduler"]
+    # Exported EMA weights differ from the raw ones.
+    from emoeditor.pipeline import EmoEditorPipeline
+    pipe = EmoEditorPipeline.from_pretrained(tmp_path / "resumed" / "models" / "model")
+    assert not torch.equal(pipe.unet.conv_in.weight, b["unet.conv_in.weight"])
+
+    # Resuming with a different model setting is refused with a clear message.
+    wrong = make_args(tmp_path, tiny_base_dir, toy_emopair, "resumed", resume="latest", emotion_input="onehot")
+    with pytest.raises(training.TrainingError, match="emotion_input"):
+        training.train(wrong)
+
+
+def test_same_seed_same_weights_other_seed_differs(tmp_path, tiny_base_dir, toy_emopair):
+    runs = [make_args(tmp_path, tiny_base_dir, toy_emopair, f"s{i}", random_seed=seed)
+            for i, seed in enumerate((5, 5, 6))]
+    for args in runs:
+        training.train(args)
+    w = [final_weights(a) for a in runs]
+    assert all(torch.equal(w[0][k], w[1][k]) for k in w[0])
+    assert not torch.equal(w[0]["unet.conv_in.weight"], w[2]["unet.conv_in.weight"])
+
+
+def test_cached_and_uncached_training_give_the_same_loss(tmp_path, tiny_base_dir, toy_emopair):
+    plain = make_args(tmp_path, tiny_base_dir, toy_emopair, "plain", max_steps=3)
+    cached = make_args(tmp_path, tiny_base_dir, toy_emopair, "cached", max_steps=3,
+                       latent_cache=str(tmp_path / "cache"), cache_shard_size=10, cache_batch_size=3)
+    training.train(plain)
+    training.train(cached)
+    assert (tmp_path / "cache" / "shard_00002.safetensors").exists()
+    for tag in ("loss", "l_noise", "l_emb"):
+        torch.testing.assert_close(torch.tensor(scalars(cached, tag)), torch.tensor(scalars(plain, tag)),
+                                   rtol=1e-5, atol=1e-6)
+    # (Weights are not compared elementwise: Adam's first steps move near-zero-gradient weights by
+    # +-lr whatever the gradient's size, so 1e-9 float noise flips them; steps 2-3's losses above
+    # already depend on the updated weights.)
+
+
+def test_nonfinite_losses_skip_steps_then_stop(tmp_path, tiny_base_dir, toy_emopair, monkeypatch):
+    real = training.compute_loss
+    calls = {"n": 0}
+
+    def nan_on_first(*a, **kw):
+        calls["n"] += 1
+        terms = real(*a, **kw)
+        return terms._replace(loss=terms.loss * float("nan")) if calls["n"] == 1 else terms
+
+    monkeypatch.setattr(training, "compute_loss", nan_on_first)
+    args = make_args(tmp_path, tiny_base_dir, toy_emopair, "one_nan", max_steps=3)
+    export = training.train(args)
+    summary = json.loads((export / "training_summary.json").read_text())
+    assert summary["nonfinite_total"] == 1 and summary["steps"] == 3
+    assert all(torch.isfinite(v).all() for v in final_weights(args).values())
+
+    monkeypatch.setattr(training, "compute_loss", lambda *a, **kw: real(*a, **kw)._replace(loss=torch.tensor(float("inf"), requires_grad=True)))
+    args = make_args(tmp_path, tiny_base_dir, toy_emopair, "all_nan", max_steps=10, max_nonfinite=3)
+    with pytest.raises(training.TrainingError, match="3 non-finite losses in a row"):
+        training.train(args)
+
+
+def test_batch_size_must_split_over_processes_and_accumulation(tmp_path, tiny_base_dir, toy_emopair):
+    args = make_args(tmp_path, tiny_base_dir, toy_emopair, batch_size=6, gradient_accumulation_steps=4)
+    with pytest.raises(training.TrainingError, match="multiple of processes"):
+        training.train(args)
+
+
+def test_train_cli_uses_yaml_preset_as_defaults(tmp_path, tiny_base_dir, toy_emopair):
+    import importlib.util
+    from pathlib import Path
+
+    from emoeditor.config import parse_args
+
+    repo = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("train_script", repo / "train.py")
+    train_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_script)
+
+    root, json_path = toy_emopair
+    preset = tmp_path / "p.yaml"
+    preset.write_text(f"base_model: {tiny_base_dir}\njson_path: {json_path}\nbatch_size: 8\nlambda_emb: 0.25\n")
+    args = parse_args(training.build_parser(), ["--config", str(preset), "--batch_size", "4"])
+    assert args.batch_size == 4 and args.lambda_emb == 0.25 and args.json_path == str(json_path)
+    for name in ("paper", "tiny"):
+        parse_args(training.build_parser(), ["--config", str(repo / "configs" / f"{name}.yaml")])  # presets only name real flags
+    assert callable(train_script.main)

@@ -109,3 +109,19 @@ PAPER_TABLE1 = {
 }
 BOOTSTRAP_RESAMPLES = 1000
 CI_LEVEL = 0.95
+
+# Downloading the official release (scripts/download_weights.py). Google Drive publishes no
+# checksums, so a download is checked by size floor + the zip CRCs of the torch file, and its
+# sha256 is then recorded in SHA256SUMS next to it. Sizes: fp16 UNet+VAE ~1.9 GB, fp32 encoder
+# ~184 MB, ResNet18 ~45 MB; the floors only catch error pages and gross truncation.
+OFFICIAL_MIN_BYTES = {
+    OFFICIAL_UNET_FILE: 1_000_000_000,
+    OFFICIAL_EMOENC_FILE: 50_000_000,
+    OFFICIAL_PREDICTOR_FILE: 20_000_000,
+}
+CHECKSUM_FILE = "SHA256SUMS"
+IP2P_LOCAL_DIR = "model/instruct-pix2pix"  # where download_weights.py puts the base Ip2p
+# The base files needed: configs always; weights only to train (official inference needs configs only).
+IP2P_CONFIG_PATTERNS = ("model_index.json", "*/config.json", "scheduler/*", "tokenizer/*")
+IP2P_WEIGHT_PATTERNS = ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+                        "text_encoder/model.safetensors")

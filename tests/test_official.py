@@ -1,8 +1,11 @@
 """Official-release loading: tiny fake .pt files in the official key layout, converted and compared."""
 
 import argparse
+import fnmatch
+import hashlib
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,9 @@ import torch
 
 from emoeditor.errors import MissingWeightsError
 from emoeditor.models.components import sd_v1_ddim_scheduler
-from emoeditor.official import CheckpointMismatchError, load_official
+from emoeditor import official
+from emoeditor.official import (CheckpointMismatchError, ReleaseFile, download_base, download_release,
+                                fetch_release_file, load_official, read_checksums, safetensors_problem)
 from emoeditor.pipeline import EmoEditorPipeline
 from emoeditor.predictor import load_predictor
 from emoeditor.tiny import (TINY_ENCODER_HIDDEN, TINY_IMAGE_SIZE, TINY_TEXT_DIM, tiny_emotion_encoder, tiny_unet,
@@ -155,3 +160,131 @@ def load_script(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# ------------------------------------------------------------------ downloading (network mocked)
+def small_checkpoint(path: Path, seed: int = 0) -> bytes:
+    g = torch.Generator().manual_seed(seed)
+    torch.save({"fc.weight": torch.randn(64, 64, generator=g), "fc.bias": torch.randn(64, generator=g)}, path)
+    return path.read_bytes()
+
+
+class FakeDrive:
+    """Serves bytes like gdown: partial data in '<dest>.part' (kept across failures), then renamed."""
+
+    def __init__(self, payload: bytes, fail_after: int | None = None):
+        self.payload, self.fail_after, self.calls, self.resumed_from = payload, fail_after, 0, []
+
+    def __call__(self, url, dest, name):
+        self.calls += 1
+        assert url.startswith("https://drive.google.com/")
+        part = dest.with_name(dest.name + ".part")
+        done = part.read_bytes() if part.exists() else b""
+        self.resumed_from.append(len(done))
+        if self.fail_after is not None:  # the first attempt breaks off, the next gets through
+            part.write_bytes(self.payload[:self.fail_after])
+            self.fail_after = None
+            raise ConnectionError("connection reset")
+        part.write_bytes(done + self.payload[len(done):])
+        part.replace(dest)
+
+
+def release_file(min_bytes=100):
+    return ReleaseFile("model/model_emoenc.pt", "models", min_bytes)
+
+
+def test_download_verifies_records_sha256_and_skips_when_present(tmp_path):
+    payload = small_checkpoint(tmp_path / "src.pt")
+    drive = FakeDrive(payload)
+    root = tmp_path / "repo"
+    assert download_release(root, ["models"], fetch=drive, files=[release_file()]) == {"model/model_emoenc.pt": "downloaded"}
+    dest = root / "model" / "model_emoenc.pt"
+    assert dest.read_bytes() == payload and not list(dest.parent.glob("*.download*"))
+    assert read_checksums(dest.parent) == {"model_emoenc.pt": hashlib.sha256(payload).hexdigest()}
+    line = (dest.parent / "SHA256SUMS").read_text()
+    assert line == f"{hashlib.sha256(payload).hexdigest()}  model_emoenc.pt\n"  # `sha256sum -c` format
+    assert download_release(root, ["models"], fetch=drive, files=[release_file()])["model/model_emoenc.pt"] == "present"
+    assert drive.calls == 1
+
+
+def test_interrupted_download_resumes_from_partial_data(tmp_path):
+    payload = small_checkpoint(tmp_path / "src.pt")
+    drive = FakeDrive(payload, fail_after=len(payload) // 2)
+    root = tmp_path / "repo"
+    with pytest.raises(ConnectionError):
+        fetch_release_file(release_file(), root, drive)
+    assert not (root / "model" / "model_emoenc.pt").exists()
+    assert fetch_release_file(release_file(), root, drive) == "downloaded"
+    assert drive.resumed_from == [0, len(payload) // 2]
+    assert (root / "model" / "model_emoenc.pt").read_bytes() == payload
+
+
+def test_complete_stage_left_by_a_crash_is_promoted_without_fetching(tmp_path):
+    root = tmp_path / "repo"
+    (root / "model").mkdir(parents=True)
+    payload = small_checkpoint(root / "model" / "model_emoenc.pt.download")
+    drive = FakeDrive(b"never served")
+    assert fetch_release_file(release_file(), root, drive) == "downloaded" and drive.calls == 0
+    assert (root / "model" / "model_emoenc.pt").read_bytes() == payload
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda b: b"<!DOCTYPE html><html>Google Drive - Quota exceeded</html>", "HTML page"),
+    (lambda b: b[: len(b) - 40], "zip archive"),
+    (lambda b: b[:200] + bytes([b[200] ^ 0xFF]) + b[201:], "CRC|zip"),
+])
+def test_bad_downloads_are_rejected_and_never_installed(tmp_path, damage, match):
+    payload = small_checkpoint(tmp_path / "src.pt")
+    root = tmp_path / "repo"
+    min_bytes = 1000  # the error page is smaller, the damaged checkpoints are not
+    with pytest.raises(MissingWeightsError, match=match) as info:
+        fetch_release_file(release_file(min_bytes), root, FakeDrive(damage(payload)))
+    assert "drive.google.com" in str(info.value) and "model/model_emoenc.pt" in str(info.value)
+    assert not (root / "model" / "model_emoenc.pt").exists()
+    assert not (root / "model" / "model_emoenc.pt.download").exists()
+
+
+def test_file_that_no_longer_matches_its_checksum_is_downloaded_again(tmp_path):
+    payload = small_checkpoint(tmp_path / "src.pt")
+    root = tmp_path / "repo"
+    drive = FakeDrive(payload)
+    fetch_release_file(release_file(), root, drive)
+    dest = root / "model" / "model_emoenc.pt"
+    small_checkpoint(dest, seed=1)  # a valid torch file, but not the one recorded
+    assert fetch_release_file(release_file(), root, drive) == "downloaded" and drive.calls == 2
+    assert dest.read_bytes() == payload
+
+
+def fake_snapshot(source: Path):
+    def hub_download(repo_id, local_dir, allow_patterns):
+        assert repo_id == "timbrooks/instruct-pix2pix"
+        for path in source.rglob("*"):
+            rel = path.relative_to(source).as_posix()
+            if path.is_file() and any(fnmatch.fnmatch(rel, p) for p in allow_patterns):
+                (Path(local_dir) / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, Path(local_dir) / rel)
+    return hub_download
+
+
+def test_base_download_is_checked_and_configs_suffice_for_official_weights(tmp_path, tiny_base_dir, official_dir,
+                                                                          inputs):
+    full = download_base(tmp_path / "full", hub_download=fake_snapshot(Path(tiny_base_dir)))
+    assert not list(full.rglob("*.bin")) and (full / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    configs = download_base(tmp_path / "cfg", config_only=True, hub_download=fake_snapshot(Path(tiny_base_dir)))
+    assert not list(configs.rglob("*.safetensors")) and (configs / "unet" / "config.json").exists()
+    assert torch.equal(edit(load_official(official_dir, base=configs), inputs),
+                       edit(load_official(official_dir, base=full), inputs))
+    weights = full / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    assert "truncated" in safetensors_problem(weights)
+    with pytest.raises(MissingWeightsError, match="unet/diffusion_pytorch_model.safetensors"):
+        download_base(tmp_path / "full", hub_download=lambda **kw: None)
+
+
+def test_download_script_end_to_end(tmp_path, monkeypatch, capsys):
+    payload = small_checkpoint(tmp_path / "src.pt")
+    monkeypatch.setattr(official, "gdown_fetch", FakeDrive(payload))
+    monkeypatch.setattr(official, "RELEASE_FILES", (release_file(),))
+    load_script("download_weights").main(["--root", str(tmp_path / "repo"), "--parts", "models"])
+    assert "model/model_emoenc.pt: downloaded" in capsys.readouterr().out
+    assert (tmp_path / "repo" / "model" / "model_emoenc.pt").read_bytes() == payload

@@ -6,7 +6,11 @@ and lets each job's critic decide. A finished job leaves the batch at once and t
 job takes its slot (continuous batching), so a long run keeps the accelerator full.
 
 A job's randomness comes only from its own generator, and the pipeline draws each row from
-its row's generator, so a job's output does not depend on which jobs share its batch.
+its row's generator. Kernels, however, pick their summation order by tensor shape (a row of a
+batch of 16 differs from the same row alone by ~1e-6), so every model call is padded to exactly
+`batch_size` rows (`pad_batches=True`): a job's output is then bit-identical whatever else is in
+its batch, whatever the queue order and however many processes share the run, for a given
+`batch_size`. Across different `batch_size` values results agree to float rounding only.
 
 The edit itself is duck-typed (`EditBackend`): anything with ``encode_condition(images)`` and
 ``edit(images, emotion_inputs, condition, generators) -> (images, start_timesteps)``. The real
@@ -112,7 +116,7 @@ class IterativeInference:
     def __init__(self, backend: EditBackend, predictor: Callable[[torch.Tensor], torch.Tensor],
                  critic: CriticConfig, emotion_input_mode: str = "direction", batch_size: int = 8,
                  ssim_backend: str | Callable = "torch", device: Optional[torch.device | str] = None,
-                 keep_candidates: bool = False):
+                 keep_candidates: bool = False, pad_batches: bool = True):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.backend = backend
@@ -123,14 +127,25 @@ class IterativeInference:
         self.ssim_backend = ssim_backend
         self.device = torch.device(device if device is not None else getattr(backend, "device", "cpu"))
         self.keep_candidates = keep_candidates
+        self.pad_batches = pad_batches
+
+    def _pad(self, rows: torch.Tensor) -> torch.Tensor:
+        """Fill a partial batch up to batch_size with copies of its first row (results discarded)."""
+        n = rows.shape[0]
+        if not self.pad_batches or n >= self.batch_size:
+            return rows
+        return torch.cat([rows, rows[:1].expand(self.batch_size - n, *rows.shape[1:])])
+
+    def _predict(self, images: torch.Tensor) -> torch.Tensor:
+        return self.predictor(self._pad(images)).float().cpu()[: images.shape[0]]
 
     # -- admission ---------------------------------------------------------------------------
 
     def _admit(self, jobs: list[Job]) -> list[_Active]:
         sources = torch.stack([j.image for j in jobs]).to(self.device, torch.float32)
         with torch.no_grad():
-            probs = self.predictor(sources).float().cpu()
-            condition = self.backend.encode_condition(sources)
+            probs = self._predict(sources)
+            condition = self.backend.encode_condition(self._pad(sources))[: len(jobs)]
         admitted = []
         for i, job in enumerate(jobs):
             gen = job.generator
@@ -179,9 +194,12 @@ class IterativeInference:
                               for s in active])
         emo = torch.stack([self._emotion_input(s) for s in active]).to(self.device)
         condition = torch.stack([s.condition for s in active])
-        images, timesteps = self.backend.edit(inputs, emo, condition, [s.generator for s in active])
-        images = images.to(self.device, torch.float32).clamp(0, 1)
-        probs = self.predictor(images).float().cpu()
+        generators = [s.generator for s in active]
+        if self.pad_batches:  # padding rows draw from throwaway generators
+            generators += [torch.Generator(self.device).manual_seed(0) for _ in range(self.batch_size - len(active))]
+        images, timesteps = self.backend.edit(self._pad(inputs), self._pad(emo), self._pad(condition), generators)
+        images = images[: len(active)].to(self.device, torch.float32).clamp(0, 1)
+        probs = self._predict(images)
         sources = torch.stack([s.source for s in active])
         if callable(self.ssim_backend):
             ssim = self.ssim_backend(sources, images)

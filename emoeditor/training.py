@@ -232,32 +232,70 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _cache_fingerprint(args) -> tuple[dict, Optional[str]]:
+    from . import latent_cache as lc
+
+    settings = lc.cache_settings(args.image_size, args.vae_input_range, args.base_model, args.cache_dtype)
+    json_path = Path(args.json_path)
+    fp = (lc.fingerprint([_file_sha256(json_path), args.subset, bool(args.skip_bad)], settings)
+          if json_path.exists() else None)
+    return settings, fp
+
+
+def ensure_latent_cache(args, frozen: dict) -> Path:
+    """Build (or finish) the latent cache named by --latent_cache unless it is complete for these settings."""
+    from . import latent_cache as lc
+    from .data import EmoPairDataset, load_emopair
+
+    settings, fp = _cache_fingerprint(args)
+    if not lc.is_complete(args.latent_cache, settings, fp):
+        if fp is None:
+            raise TrainingError(f"--latent_cache {args.latent_cache} is incomplete or was built with other "
+                                f"settings, and {args.json_path} is missing to rebuild it; pass --json_path")
+        entries = load_emopair(args.json_path, args.data_root, args.subset, skip_bad=args.skip_bad,
+                               progress=not args.no_progress)
+        lc.build_latent_cache(EmoPairDataset(entries, args.data_root, args.image_size), args.latent_cache,
+                              frozen["vae"], frozen["text_encoder"], frozen["tokenizer"], settings=settings,
+                              entries_fingerprint=fp, batch_size=args.cache_batch_size,
+                              shard_size=args.cache_shard_size, num_workers=args.num_workers,
+                              show_progress=not args.no_progress)
+    return Path(args.latent_cache)
+
+
 def build_dataset(args, accelerator, frozen: dict):
     """EmoPairDataset, or the latent cache of it (built first on the main process if needed)."""
     from .data import EmoPairDataset, load_emopair
-    from . import latent_cache as lc
+    from .latent_cache import LatentCacheDataset
 
-    json_path = Path(args.json_path)
     if args.latent_cache:
-        settings = lc.cache_settings(args.image_size, args.vae_input_range, args.base_model, args.cache_dtype)
-        fp = (lc.fingerprint([_file_sha256(json_path), args.subset, bool(args.skip_bad)], settings)
-              if json_path.exists() else None)
-        if not lc.is_complete(args.latent_cache, settings, fp):
-            if fp is None:
-                raise TrainingError(f"--latent_cache {args.latent_cache} is incomplete or was built with other "
-                                    f"settings, and {json_path} is missing to rebuild it; pass --json_path")
-            if accelerator.is_main_process:
-                entries = load_emopair(json_path, args.data_root, args.subset, skip_bad=args.skip_bad)
-                lc.build_latent_cache(EmoPairDataset(entries, args.data_root, args.image_size), args.latent_cache,
-                                      frozen["vae"], frozen["text_encoder"], frozen["tokenizer"], settings=settings,
-                                      entries_fingerprint=fp, batch_size=args.cache_batch_size,
-                                      shard_size=args.cache_shard_size, num_workers=args.num_workers,
-                                      show_progress=not args.no_progress)
-            accelerator.wait_for_everyone()
-        return lc.LatentCacheDataset(args.latent_cache)
-    entries = load_emopair(json_path, args.data_root, args.subset, skip_bad=args.skip_bad,
+        if accelerator.is_main_process:
+            ensure_latent_cache(args, frozen)
+        accelerator.wait_for_everyone()
+        return LatentCacheDataset(args.latent_cache)
+    entries = load_emopair(args.json_path, args.data_root, args.subset, skip_bad=args.skip_bad,
                            progress=accelerator.is_main_process and not args.no_progress)
     return EmoPairDataset(entries, args.data_root, args.image_size)
+
+
+def frozen_components(base: dict, device, weight_dtype: torch.dtype) -> dict:
+    """The frozen VAE + CLIP text encoder on `device` (in the autocast dtype, as the diffusers examples)."""
+    frozen = {name: base[name].requires_grad_(False).eval().to(device) for name in ("vae", "text_encoder")}
+    if weight_dtype != torch.float32:
+        frozen = {name: module.to(dtype=weight_dtype) for name, module in frozen.items()}
+    frozen["tokenizer"] = base["tokenizer"]
+    return frozen
+
+
+def cache_latents(args) -> Path:
+    """scripts/cache_latents.py: the cache `train.py --latent_cache` would build, built up front."""
+    from .models.components import load_base_components
+
+    if not args.latent_cache:
+        raise TrainingError("--latent_cache DIR is required: the folder to write the cache to")
+    use_cuda = torch.cuda.is_available() and not args.cpu
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(_mixed_precision(args), torch.float32)
+    frozen = frozen_components(load_base_components(args.base_model), "cuda" if use_cuda else "cpu", dtype)
+    return ensure_latent_cache(args, frozen)
 
 
 def to_model_inputs(batch: dict, frozen: dict, args, device) -> dict:
@@ -426,10 +464,7 @@ def train(args: argparse.Namespace) -> Optional[Path]:
     # 2. Models: trainable UNet + emotion encoder (fp32 master weights), frozen VAE + text encoder.
     base = load_base_components(args.base_model)
     weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
-    frozen = {name: base[name].requires_grad_(False).eval().to(device) for name in ("vae", "text_encoder")}
-    if weight_dtype != torch.float32:  # frozen parts in the autocast dtype, as the diffusers examples do
-        frozen = {name: module.to(dtype=weight_dtype) for name, module in frozen.items()}
-    frozen["tokenizer"] = base["tokenizer"]
+    frozen = frozen_components(base, device, weight_dtype)
     noise_scheduler = base["scheduler"]
     encoder = EmotionEncoder(hidden_dims=tuple(args.encoder_hidden), seq_len=TEXT_SEQ_LEN,
                              embed_dim=frozen["text_encoder"].config.hidden_size,

@@ -208,7 +208,7 @@ def _validate_indexed(indexed: Sequence[tuple[int, object]], root: Path, check_i
 def add_emopair_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The EmoPair flags, so every entry point that reads EmoPair spells them the same way."""
     group = parser.add_argument_group("EmoPair data")
-    group.add_argument("--json", default=EMOPAIR_JSON, help="EmoPair annotation file (official data_EmoPair.json)")
+    group.add_argument("--json_path", default=EMOPAIR_JSON, help="EmoPair annotation file (official data_EmoPair.json)")
     group.add_argument("--data_root", default=EMOPAIR_ROOT, help="folder the annotation image paths are relative to")
     group.add_argument("--subset", default="all", choices=EMOPAIR_SUBSETS,
                        help="EPGS: entries whose img_src_path contains 'EPGS' (official rule); EPAS: the rest")

@@ -261,13 +261,13 @@ def test_annotation_file_errors(toy_emopair, tmp_path):
 def test_emopair_flags_drive_load_emopair(toy_emopair, toy_entries):
     root, json_path = toy_emopair
     parser = add_emopair_args(argparse.ArgumentParser())
-    args = parse_args(parser, ["--json", str(json_path), "--data_root", str(root), "--subset", "EPGS",
+    args = parse_args(parser, ["--json_path", str(json_path), "--data_root", str(root), "--subset", "EPGS",
                                "--skip_bad", "--check_images", "decode"])
     assert (args.subset, args.skip_bad, args.check_images) == ("EPGS", True, "decode")
-    entries = load_emopair(args.json, args.data_root, args.subset, args.skip_bad, args.check_images, progress=False)
+    entries = load_emopair(args.json_path, args.data_root, args.subset, args.skip_bad, args.check_images, progress=False)
     assert entries == [e for e in toy_entries if "EPGS" in e["img_src_path"]]
     defaults = parse_args(add_emopair_args(argparse.ArgumentParser()), [])
-    assert (defaults.json, defaults.data_root, defaults.subset, defaults.skip_bad, defaults.check_images) == (
+    assert (defaults.json_path, defaults.data_root, defaults.subset, defaults.skip_bad, defaults.check_images) == (
         "json/data_EmoPair.json", "EmoPair", "all", False, "header")
     with pytest.raises(AnnotationError, match="unknown image check 'full'; choose one of none, exists, header, decode"):
         load_emopair(json_path, root, check_images="full")

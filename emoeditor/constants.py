@@ -61,6 +61,15 @@ ENRD_REDUCTIONS = ("image", "region")
 # Grad-CAM class for the metrics: official metric_ESMI.py explains P's top class ("predicted").
 CAM_TARGETS = ("predicted", "target")
 
+# Predictor training (scripts/train_predictor.py). The paper gives no recipe beyond "ResNet18 on
+# EmoSet, 73% top-1"; the official predictor takes plain [0, 1] input (no normalisation).
+PREDICTOR_NORMALIZATIONS = ("none", "imagenet")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# torchvision's ResNet18_Weights.IMAGENET1K_V1 file name, looked up in the torch hub cache (never downloaded).
+RESNET18_IMAGENET_FILE = "resnet18-f37072fd.pth"
+EMOSET_SPLITS = ("train", "val", "test")
+
 # Hub ids for users with network; never reached by tests.
 IP2P_HUB_ID = "timbrooks/instruct-pix2pix"
 SD_SCHEDULER_HUB_ID = "CompVis/stable-diffusion-v1-4"
@@ -125,3 +134,22 @@ IP2P_LOCAL_DIR = "model/instruct-pix2pix"  # where download_weights.py puts the 
 IP2P_CONFIG_PATTERNS = ("model_index.json", "*/config.json", "scheduler/*", "tokenizer/*")
 IP2P_WEIGHT_PATTERNS = ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
                         "text_encoder/model.safetensors")
+
+# Full-size SD 1.5 InstructPix2Pix architecture (the public configs of timbrooks/instruct-pix2pix),
+# built with random weights by scripts/bench_train.py to measure training speed without a download.
+SD15_IP2P_UNET_CONFIG = dict(
+    sample_size=64, in_channels=8, out_channels=4, layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
+)
+SD15_VAE_CONFIG = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32, sample_size=512,
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+)
+CLIP_VIT_L14_TEXT_CONFIG = dict(
+    vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+    max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
+)

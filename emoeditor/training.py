@@ -156,7 +156,8 @@ class EmoEditorDenoiser(nn.Module):
         if drop_mask is not None:
             null = self.emotion_encoder.null(embedding.shape[0]).to(embedding.dtype)
             cond = torch.where(drop_mask[:, None, None], null, embedding)
-        x = torch.cat([noisy_latents, source_latent.to(noisy_latents.dtype)], dim=1)
+        # In the UNet's dtype: fp32 under autocast, fp16 for the official pure-fp16 setup (bench).
+        x = torch.cat([noisy_latents, source_latent.to(noisy_latents.dtype)], dim=1).to(self.unet.dtype)
         eps = self.unet(x, timesteps, encoder_hidden_states=cond.to(x.dtype)).sample
         return eps, embedding
 

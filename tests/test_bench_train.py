@@ -1,0 +1,28 @@
+"""scripts/bench_train.py runs at tiny size on CPU and reports every mode."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_bench_tiny_cpu(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_train", REPO / "scripts" / "bench_train.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    bench.main(["--tiny", "--device", "cpu", "--batch_size", "2", "--steps", "1", "--warmup", "1",
+                "--modes", "official_fp16", "default", "fastest", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["tiny"] and report["batch_size"] == 2 and set(report["modes"]) == {"official_fp16", "default", "fastest"}
+    for name, res in report["modes"].items():
+        assert "error" not in res, (name, res)
+        assert res["samples_per_s"] > 0 and res["losses_finite"] and res["trainable_params"] > 0
+        assert 0 <= res["changed_weight_fraction"] <= 1
+    modes = report["modes"]
+    assert modes["official_fp16"]["settings"]["eps"] == 1e-3 and modes["default"]["settings"]["eps"] == 1e-8
+    # Same seed and data: the cached-latent mode starts from the same loss as the per-step-encode mode.
+    assert math.isclose(modes["fastest"]["loss_first"], modes["default"]["loss_first"], rel_tol=2e-2)
+    assert modes["default"]["changed_weight_fraction"] > 0.5  # fp32 master weights take every update

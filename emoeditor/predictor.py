@@ -79,13 +79,18 @@ class EmotionPredictor(nn.Module):
         return torch.softmax(self(images).float(), dim=-1)
 
 
-def save_predictor(predictor: EmotionPredictor, folder: str | Path, official_pt: bool = True) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` (+ an official-layout ``emo_predictor.pt``)."""
+def save_predictor(predictor: EmotionPredictor, folder: str | Path, official_pt: bool = True,
+                   extra: Optional[dict] = None) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` (+ an official-layout ``emo_predictor.pt``).
+
+    ``extra`` keys (e.g. the label order and training settings) are added to config.json for
+    readers; loading only uses the input-convention keys.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in predictor.net.state_dict().items()}
     save_file(state, str(folder / PREDICTOR_WEIGHTS))
-    (folder / PREDICTOR_CONFIG).write_text(json.dumps(predictor.config, indent=2))
+    (folder / PREDICTOR_CONFIG).write_text(json.dumps({**(extra or {}), **predictor.config}, indent=2))
     if official_pt:
         torch.save(state, folder / PREDICTOR_PT)
     return folder

@@ -1,0 +1,495 @@
+"""Fine-tune the emotion predictor P (ResNet18, fc 512 -> 8) on EmoSet (paper Sec. 3.1).
+
+The paper only says "ResNet18 on EmoSet, 73% top-1 on its test set"; the recipe here
+(AdamW + warmup/cosine, random-resized-crop + flip) is ours and every part of it is a flag.
+The input convention is the official one unless ``--normalize imagenet``: RGB in [0, 1],
+resized to ``image_size``, no mean/std. Outputs (in ``--output_dir``):
+
+* ``model.safetensors`` + ``config.json`` + ``emo_predictor.pt`` -- the best-on-val weights in
+  the official key layout (a plain torchvision resnet18 state dict, ``weights_only=True``);
+* ``training_state.pt`` -- what ``--resume`` needs (tensors and primitives only);
+* ``eval_<split>.json`` + ``confusion_<split>.png`` -- top-1, per-class accuracy, confusion;
+* ``skipped_images.txt`` -- unreadable images, counted and skipped instead of ending the run.
+
+Data layouts: the EmoSet-118K release (``train.json``/``val.json``/``test.json`` listing
+``[emotion, image path, annotation path]``) or one folder per class, either under split folders
+(``train/<emotion>/*``) or directly under the root (then split by ``--val_fraction`` /
+``--test_fraction`` with ``--seed``). Labels are matched by emotion name, so EmoSet's own label
+order (amusement, awe, contentment, excitement, anger, ...) never leaks into ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .constants import (EMOSET_SPLITS, EMOTIONS, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, NUM_EMOTIONS,
+                        PREDICTOR_NORMALIZATIONS, RESNET18_IMAGENET_FILE)
+from .errors import EmoEditorError, ImageLoadError, MissingWeightsError
+from .imageio import IMAGE_EXTENSIONS, open_image
+from .predictor import EmotionPredictor, build_resnet18, save_predictor
+
+STATE_FILE = "training_state.pt"
+SKIPPED_FILE = "skipped_images.txt"
+LAYOUTS = ("auto", "release", "folders")
+AUGMENTATIONS = ("none", "flip", "crop_flip")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+PRECISIONS = ("no", "fp16", "bf16")
+
+
+# --------------------------------------------------------------------------------------- data
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+
+
+def _label(emotion: str, where: str) -> int:
+    name = str(emotion).strip().lower()
+    if name not in EMOTIONS:
+        raise EmoEditorError(f"{where}: unknown emotion {emotion!r}; expected one of {', '.join(EMOTIONS)}")
+    return EMOTIONS.index(name)
+
+
+def read_release_split(root: Path, split: str) -> list[Sample]:
+    """EmoSet-118K ``<split>.json``: a list of [emotion, image path, annotation path] (paths relative to root)."""
+    path = root / f"{split}.json"
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EmoEditorError(f"{path}: cannot read the EmoSet split file ({exc})") from None
+    if not isinstance(entries, list):
+        raise EmoEditorError(f"{path}: expected a list of [emotion, image, annotation] entries")
+    samples = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, (list, tuple)) or len(entry) < 2:
+            raise EmoEditorError(f"{path}: entry {i} is {entry!r}, expected [emotion, image path, annotation path]")
+        samples.append(Sample(root / entry[1], _label(entry[0], f"{path} entry {i}")))
+    return samples
+
+
+def _class_folder_samples(folder: Path) -> list[Sample]:
+    samples = []
+    for emotion in EMOTIONS:
+        sub = folder / emotion
+        if sub.is_dir():
+            samples += [Sample(p, EMOTIONS.index(emotion)) for p in sorted(sub.iterdir())
+                        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return samples
+
+
+def detect_layout(root: Path) -> str:
+    if (root / "train.json").exists():
+        return "release"
+    if any((root / s).is_dir() for s in EMOSET_SPLITS) or any((root / e).is_dir() for e in EMOTIONS):
+        return "folders"
+    raise EmoEditorError(f"{root}: neither an EmoSet release (train.json, val.json, test.json) nor class "
+                         f"folders ({'/'.join(EMOTIONS[:2])}/... or train/{EMOTIONS[0]}/...)")
+
+
+def load_split(root: str | Path, split: str, layout: str = "auto", val_fraction: float = 0.1,
+               test_fraction: float = 0.1, seed: int = 0) -> list[Sample]:
+    """The samples of one split ("train", "val" or "test") of an EmoSet in either layout."""
+    root = Path(root)
+    if not root.is_dir():
+        raise EmoEditorError(f"{root}: EmoSet root folder not found; pass --data_root")
+    layout = detect_layout(root) if layout == "auto" else layout
+    if layout == "release":
+        return read_release_split(root, split) if (root / f"{split}.json").exists() else []
+    if any((root / s).is_dir() for s in EMOSET_SPLITS):
+        return _class_folder_samples(root / split)
+    # Flat class folders: a seeded split, the same for every call with the same seed.
+    samples = _class_folder_samples(root)
+    order = np.random.default_rng(seed).permutation(len(samples))
+    n_val, n_test = int(round(val_fraction * len(samples))), int(round(test_fraction * len(samples)))
+    idx = {"val": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}[split]
+    return [samples[i] for i in sorted(idx)]
+
+
+class EmotionImageDataset(Dataset):
+    """(image in [0, 1], label, index); an unreadable image gives label -1 so the loop can skip and count it.
+
+    Augmentation draws come from a generator seeded by (seed, epoch, index), so a run is
+    reproducible whatever the number of workers.
+    """
+
+    def __init__(self, samples: list[Sample], image_size: int, augment: str = "none",
+                 min_crop_scale: float = 0.35, seed: int = 0):
+        self.samples, self.image_size, self.augment = samples, image_size, augment
+        self.min_crop_scale, self.seed, self.epoch = min_crop_scale, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _crop_params(self, w: int, h: int, g: torch.Generator) -> tuple[int, int, int, int]:
+        """RandomResizedCrop's box (scale in [min_crop_scale, 1], aspect 3/4..4/3), from `g`."""
+        for _ in range(10):
+            area = w * h * (self.min_crop_scale + (1 - self.min_crop_scale) * torch.rand((), generator=g).item())
+            log_r = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * torch.rand((), generator=g).item()
+            cw, ch = int(round(math.sqrt(area * math.exp(log_r)))), int(round(math.sqrt(area / math.exp(log_r))))
+            if 0 < cw <= w and 0 < ch <= h:
+                top = int(torch.randint(0, h - ch + 1, (), generator=g))
+                left = int(torch.randint(0, w - cw + 1, (), generator=g))
+                return top, left, ch, cw
+        side = min(w, h)
+        return (h - side) // 2, (w - side) // 2, side, side
+
+    def __getitem__(self, index: int):
+        sample = self.samples[index]
+        size = [self.image_size, self.image_size]
+        try:
+            img = open_image(sample.path)
+        except ImageLoadError:
+            return torch.zeros(3, *size), -1, index
+        g = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF)
+        if self.augment == "crop_flip":
+            img = TF.resized_crop(img, *self._crop_params(*img.size, g), size, antialias=True)
+        else:  # the official evaluation transform: Resize((224, 224)) + ToTensor
+            img = TF.resize(img, size, antialias=True)
+        if self.augment in ("flip", "crop_flip") and torch.rand((), generator=g).item() < 0.5:
+            img = TF.hflip(img)
+        return TF.to_tensor(img), sample.label, index
+
+
+# -------------------------------------------------------------------------------------- model
+
+def default_imagenet_weights() -> Path:
+    """Where torchvision caches ResNet18's ImageNet weights (we look, never download)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_IMAGENET_FILE
+
+
+def build_predictor(image_size: int = IMAGE_SIZE, normalize: str = "none", init: str = "imagenet",
+                    imagenet_weights: Optional[str | Path] = None, seed: int = 0) -> EmotionPredictor:
+    """ResNet18 with a fresh 8-way fc; the trunk from a local ImageNet state dict when there is one."""
+    if normalize not in PREDICTOR_NORMALIZATIONS:
+        raise EmoEditorError(f"--normalize must be one of {PREDICTOR_NORMALIZATIONS}, got {normalize!r}")
+    torch.manual_seed(seed)
+    net = build_resnet18()
+    if init == "imagenet":
+        path = Path(imagenet_weights) if imagenet_weights else default_imagenet_weights()
+        if path.is_file():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+            missing, unexpected = net.load_state_dict(state, strict=False)
+            if unexpected or set(missing) != {"fc.weight", "fc.bias"}:
+                raise MissingWeightsError(f"{path}: not a torchvision resnet18 state dict (missing {missing[:4]}, "
+                                          f"unexpected {unexpected[:4]})")
+        elif imagenet_weights:
+            raise MissingWeightsError(f"--imagenet_weights {path}: file not found; pass the torchvision "
+                                      f"{RESNET18_IMAGENET_FILE} state dict, or --init random")
+        else:
+            warnings.warn(f"no ImageNet ResNet18 weights at {path}; starting from random weights (expect lower "
+                          f"accuracy). Pass --imagenet_weights PATH to {RESNET18_IMAGENET_FILE}, or --init random "
+                          f"to silence this.")
+    elif init != "random":
+        raise EmoEditorError(f"--init must be imagenet or random, got {init!r}")
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalize == "imagenet" else (None, None)
+    return EmotionPredictor(net, image_size=image_size, mean=mean, std=std)
+
+
+# --------------------------------------------------------------------------------- evaluation
+
+def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(predictor: EmotionPredictor, loader: DataLoader, device: torch.device,
+             autocast_dtype: Optional[torch.dtype] = None, bad: Optional[set] = None) -> dict:
+    """Top-1, per-class accuracy and the confusion matrix (rows = true, columns = predicted)."""
+    predictor.eval()
+    confusion = torch.zeros(NUM_EMOTIONS, NUM_EMOTIONS, dtype=torch.long)
+    loss_sum, n = 0.0, 0
+    for images, labels, index in loader:
+        ok = labels >= 0
+        if bad is not None:
+            bad.update(index[~ok].tolist())
+        if not ok.any():
+            continue
+        images, labels = images[ok].to(device), labels[ok].to(device)
+        with _autocast(device, autocast_dtype):
+            logits = predictor(images).float()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+        n += len(labels)
+        confusion += torch.bincount(labels.cpu() * NUM_EMOTIONS + logits.argmax(-1).cpu(),
+                                    minlength=NUM_EMOTIONS ** 2).view(NUM_EMOTIONS, NUM_EMOTIONS)
+    per_class_n = confusion.sum(1)
+    return {
+        "top1": float(confusion.diag().sum() / max(n, 1)),
+        "loss": loss_sum / max(n, 1),
+        "num_images": n,
+        "per_class": {e: (float(confusion[i, i] / per_class_n[i]) if per_class_n[i] else None)
+                      for i, e in enumerate(EMOTIONS)},
+        "confusion": confusion.tolist(),
+    }
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(predictor: EmotionPredictor, loader: DataLoader, device: torch.device,
+                          num_batches: int) -> None:
+    """Re-estimate BatchNorm running statistics as exact averages over training batches ("precise BN").
+
+    After few steps (the tiny preset) the momentum-averaged statistics still lag the weights and
+    eval-mode accuracy is far below train-mode accuracy; an exact pass with frozen weights fixes it.
+    """
+    bns = [m for m in predictor.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average = the exact mean over the batches seen
+    predictor.train()
+    for i, (images, labels, _) in enumerate(loader):
+        if i >= num_batches:
+            break
+        if (labels >= 0).any():
+            predictor(images[labels >= 0].to(device))
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+    predictor.eval()
+
+
+def save_confusion_png(confusion, path: str | Path, title: str = "") -> Path:
+    """Row-normalised confusion matrix with counts in the cells."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(confusion, dtype=np.float64)
+    rates = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(NUM_EMOTIONS), EMOTIONS, rotation=45, ha="right")
+    ax.set_yticks(range(NUM_EMOTIONS), EMOTIONS)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(NUM_EMOTIONS):
+        for j in range(NUM_EMOTIONS):
+            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------------- training
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Fine-tune the ResNet18 emotion predictor on EmoSet.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data_root", required=False, default=None, help="EmoSet root (release layout or class folders)")
+    p.add_argument("--layout", choices=LAYOUTS, default="auto", help="data layout; auto detects train.json")
+    p.add_argument("--val_fraction", type=float, default=0.1, help="flat class folders only: share held out for val")
+    p.add_argument("--test_fraction", type=float, default=0.1, help="flat class folders only: share held out for test")
+    p.add_argument("--output_dir", default="runs/predictor", help="where weights, metrics and logs go")
+    p.add_argument("--image_size", type=int, default=IMAGE_SIZE, help="input side (official: 224)")
+    p.add_argument("--normalize", choices=PREDICTOR_NORMALIZATIONS, default="none",
+                   help="input normalisation recorded in config.json (official: none, plain [0, 1])")
+    p.add_argument("--init", choices=("imagenet", "random"), default="imagenet",
+                   help="trunk initialisation; imagenet falls back to random with a warning if no file")
+    p.add_argument("--imagenet_weights", default=None,
+                   help=f"torchvision {RESNET18_IMAGENET_FILE} state dict (default: the torch hub cache)")
+    p.add_argument("--augment", choices=AUGMENTATIONS, default="crop_flip", help="training augmentation")
+    p.add_argument("--min_crop_scale", type=float, default=0.35, help="smallest random-resized-crop area")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--max_steps", type=int, default=0, help="stop after this many optimizer steps (0: no limit)")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
+    p.add_argument("--learning_rate", type=float, default=3e-4)
+    p.add_argument("--weight_decay", type=float, default=0.05)
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD only")
+    p.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="LR after warmup")
+    p.add_argument("--warmup_steps", type=int, default=500)
+    p.add_argument("--label_smoothing", type=float, default=0.0)
+    p.add_argument("--precise_bn_batches", type=int, default=0,
+                   help="before each evaluation, re-estimate BatchNorm statistics on this many train batches")
+    p.add_argument("--mixed_precision", choices=PRECISIONS, default="bf16", help="autocast dtype on CUDA (CPU: fp32)")
+    p.add_argument("--num_workers", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval_at_start", action="store_true", help="evaluate the initial model on val first")
+    p.add_argument("--resume", action="store_true", help=f"continue from {STATE_FILE} in --output_dir")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
+                   help="log to <output_dir>/tensorboard")
+    p.add_argument("--cpu", action="store_true", help="train on CPU even if CUDA is available")
+    return p
+
+
+def _lr_lambda(warmup: int, total: int, schedule: str):
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant" or total <= warmup:
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (total - warmup))))
+    return f
+
+
+def _loader(samples, args, train: bool, seed_offset: int = 0) -> tuple[EmotionImageDataset, DataLoader]:
+    ds = EmotionImageDataset(samples, args.image_size, args.augment if train else "none",
+                             args.min_crop_scale, args.seed + seed_offset)
+    g = torch.Generator().manual_seed(args.seed)
+    loader = DataLoader(ds, batch_size=args.batch_size, shuffle=train, generator=g if train else None,
+                        num_workers=args.num_workers, drop_last=train and len(ds) >= args.batch_size,
+                        pin_memory=torch.cuda.is_available())
+    return ds, loader
+
+
+def train_predictor(args: argparse.Namespace) -> dict:
+    """Train, keep the best-on-val weights, evaluate them on val and test; returns a summary dict."""
+    if not args.data_root:
+        raise EmoEditorError("--data_root is required: the EmoSet folder (release layout or class folders)")
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
+    autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.mixed_precision) \
+        if device.type == "cuda" else None
+
+    splits = {s: load_split(args.data_root, s, args.layout, args.val_fraction, args.test_fraction, args.seed)
+              for s in EMOSET_SPLITS}
+    if not splits["train"]:
+        raise EmoEditorError(f"{args.data_root}: the train split is empty")
+    print(f"EmoSet {args.data_root}: " + ", ".join(f"{s} {len(v)}" for s, v in splits.items()))
+    train_ds, train_loader = _loader(splits["train"], args, train=True)
+    eval_loaders = {s: _loader(v, args, train=False)[1] for s, v in splits.items() if s != "train" and v}
+
+    predictor = build_predictor(args.image_size, args.normalize, args.init, args.imagenet_weights, args.seed)
+    predictor.to(device)
+    params = [p for p in predictor.parameters() if p.requires_grad]
+    if args.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(params, lr=args.learning_rate, momentum=args.momentum,
+                                    weight_decay=args.weight_decay, nesterov=True)
+    steps_per_epoch = max(len(train_loader), 1)
+    total_steps = args.epochs * steps_per_epoch
+    if args.max_steps:
+        total_steps = min(total_steps, args.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(args.warmup_steps, total_steps, args.schedule))
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+
+    start_epoch, step, best_top1, history = 0, 0, -1.0, []
+    state_path = out / STATE_FILE
+    if args.resume:
+        if not state_path.exists():
+            raise MissingWeightsError(f"--resume: no {state_path}; start without --resume")
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        predictor.net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, step, best_top1, history = state["epoch"], state["step"], state["best_top1"], state["history"]
+        print(f"resumed from {state_path}: epoch {start_epoch}, step {step}, best val top-1 {best_top1:.4f}")
+
+    writer = None
+    if args.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(out / "tensorboard"))
+    bad: dict[str, set[int]] = {s: set() for s in EMOSET_SPLITS}  # unreadable images, by split
+    initial = None
+    if args.eval_at_start and "val" in eval_loaders and not args.resume:
+        initial = evaluate(predictor, eval_loaders["val"], device, autocast_dtype)
+        print(f"initial val top-1 {initial['top1']:.4f}")
+    extra = {"emotions": list(EMOTIONS), "input": "RGB in [0, 1], resized to image_size, then mean/std if given",
+             "training": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}}
+
+    for epoch in range(start_epoch, args.epochs):
+        if args.max_steps and step >= args.max_steps:
+            break
+        predictor.train()
+        train_ds.set_epoch(epoch)
+        train_loader.generator.manual_seed(hash((args.seed, epoch)) & 0x7FFF_FFFF)  # resumable shuffle order
+        loss_sum, n_seen = 0.0, 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False)
+        for images, labels, index in bar:
+            ok = labels >= 0
+            bad["train"].update(index[~ok].tolist())
+            if not ok.any():
+                continue
+            images, labels = images[ok].to(device, non_blocking=True), labels[ok].to(device, non_blocking=True)
+            with _autocast(device, autocast_dtype):
+                loss = F.cross_entropy(predictor(images).float(), labels, label_smoothing=args.label_smoothing)
+            if not torch.isfinite(loss):
+                raise EmoEditorError(f"non-finite loss at step {step} (lr {scheduler.get_last_lr()[0]:.2e}); "
+                                     f"lower --learning_rate or use --mixed_precision bf16/no")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            loss_sum += loss.item() * len(labels)
+            n_seen += len(labels)
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            if writer:
+                writer.add_scalar("train/loss", loss.item(), step)
+                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+            if args.max_steps and step >= args.max_steps:
+                break
+        record = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(n_seen, 1)}
+        if args.precise_bn_batches:
+            recalibrate_batchnorm(predictor, train_loader, device, args.precise_bn_batches)
+        if "val" in eval_loaders:
+            val = evaluate(predictor, eval_loaders["val"], device, autocast_dtype, bad["val"])
+            record.update(val_top1=val["top1"], val_loss=val["loss"])
+            if writer:
+                writer.add_scalar("val/top1", val["top1"], step)
+                writer.add_scalar("val/loss", val["loss"], step)
+        history.append(record)
+        print(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+        score = record.get("val_top1", -record["train_loss"])  # no val split: keep the latest
+        if score >= best_top1 or "val_top1" not in record:
+            best_top1 = score
+            save_predictor(predictor, out, extra=extra)
+        torch.save({"model": predictor.net.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
+                    "step": step, "best_top1": best_top1, "history": history}, state_path)
+    if writer:
+        writer.close()
+
+    # Final report with the kept (best) weights, as a user would load them.
+    from .predictor import load_predictor
+    best = load_predictor(out, device=device)
+    results = {}
+    for split, loader in eval_loaders.items():
+        res = evaluate(best, loader, device, autocast_dtype, bad[split])
+        (out / f"eval_{split}.json").write_text(json.dumps(res, indent=2))
+        save_confusion_png(res["confusion"], out / f"confusion_{split}.png",
+                           f"{split}: top-1 {100 * res['top1']:.1f}% ({res['num_images']} images)")
+        results[split] = res
+        per_class = ", ".join(f"{e} {100 * a:.1f}" for e, a in res["per_class"].items() if a is not None)
+        print(f"{split}: top-1 {100 * res['top1']:.2f}% on {res['num_images']} images; per class: {per_class}")
+    skipped = _report_skipped(bad, splits, out)
+    return {"history": history, "initial": initial, "results": results, "skipped": skipped,
+            "output_dir": str(out), "steps": step}
+
+
+def _report_skipped(bad: dict[str, set[int]], splits: dict[str, list[Sample]], out: Path) -> int:
+    """Unreadable images were skipped, not fatal: say how many and list them in skipped_images.txt."""
+    lines = sorted(f"{split}\t{splits[split][i].path}" for split, idx in bad.items() for i in idx)
+    if lines:
+        (out / SKIPPED_FILE).write_text("\n".join(lines) + "\n")
+        print(f"skipped {len(lines)} unreadable image(s) (listed in {out / SKIPPED_FILE}); "
+              f"re-export or remove them")
+    return len(lines)

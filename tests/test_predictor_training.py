@@ -1,0 +1,148 @@
+"""Predictor training on the toy EmoSet: it learns, skips bad files, resumes, and saves official-layout weights."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+from emoeditor.constants import EMOTIONS
+from emoeditor.errors import EmoEditorError, MissingWeightsError
+from emoeditor.predictor import load_predictor
+from emoeditor.predictor_training import EmotionImageDataset, build_predictor, load_split
+from emoeditor.toy_emoset import write_toy_emoset
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import train_predictor  # noqa: E402  (the CLI entry point)
+
+SMALL_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+
+
+@pytest.fixture(scope="module")
+def toy_release(tmp_path_factory):
+    return write_toy_emoset(tmp_path_factory.mktemp("toy_emoset"), "release", per_class=(8, 3, 2),
+                            num_corrupt=2, photos=SMALL_PHOTOS)
+
+
+@pytest.fixture(scope="module")
+def trained(toy_release, tmp_path_factory):
+    """One CPU run through the CLI with the tiny preset, as a user would start it."""
+    out = tmp_path_factory.mktemp("predictor_run")
+    summary = {}
+    orig = train_predictor.train_predictor
+    train_predictor.train_predictor = lambda args: summary.update(orig(args))
+    try:
+        train_predictor.main(["--config", str(ROOT / "configs/predictor_tiny.yaml"), "--data_root", str(toy_release),
+                              "--output_dir", str(out), "--epochs", "4"])
+    finally:
+        train_predictor.train_predictor = orig
+    return out, summary
+
+
+def test_toy_emoset_layouts_load_by_emotion_name(toy_release, tmp_path):
+    train = load_split(toy_release, "train")
+    assert len(train) == 8 * 8 + 2
+    # EmoSet's own label order (amusement, awe, contentment, ...) must not leak: labels follow the names.
+    assert all(EMOTIONS[s.label] == s.path.parent.name for s in train)
+    assert [len(load_split(toy_release, s)) for s in ("val", "test")] == [24, 16]
+
+    folders = write_toy_emoset(tmp_path / "folders", "folders", per_class=(2, 1, 0), photos=SMALL_PHOTOS)
+    assert len(load_split(folders, "train")) == 16 and len(load_split(folders, "test")) == 0
+    assert all(EMOTIONS[s.label] == s.path.parent.name for s in load_split(folders, "val"))
+
+    # Flat class folders: a seeded, disjoint split that covers everything.
+    flat = folders / "train"
+    parts = {s: load_split(flat, s, val_fraction=0.25, test_fraction=0.25, seed=3) for s in ("train", "val", "test")}
+    assert [len(v) for v in parts.values()] == [8, 4, 4]
+    assert len({p.path for v in parts.values() for p in v}) == 16
+    assert parts["val"] == load_split(flat, "val", val_fraction=0.25, test_fraction=0.25, seed=3)
+
+    with pytest.raises(EmoEditorError, match="neither an EmoSet release"):
+        load_split(tmp_path, "train")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "train.json").write_text(json.dumps([["joy", "image/x.jpg", "annotation/x.json"]]))
+    with pytest.raises(EmoEditorError, match="unknown emotion 'joy'"):
+        load_split(tmp_path / "bad", "train")
+
+
+def test_augmentation_is_seeded_per_epoch(toy_release):
+    ds = EmotionImageDataset(load_split(toy_release, "train")[:4], 64, "crop_flip", seed=0)
+    a = ds[1][0]
+    assert torch.equal(a, ds[1][0])
+    ds.set_epoch(1)
+    assert not torch.equal(a, ds[1][0])
+    bad = EmotionImageDataset(load_split(toy_release, "train")[-2:], 64)
+    img, label, index = bad[0]
+    assert label == -1 and index == 0 and img.shape == (3, 64, 64)
+
+
+def test_training_loss_falls_and_top1_rises(trained):
+    out, summary = trained
+    history = summary["history"]
+    assert len(history) == 4
+    assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
+    best_val = max(h["val_top1"] for h in history)
+    assert best_val >= summary["initial"]["top1"] + 0.4  # chance is 1/8; the toy is easy
+    assert summary["results"]["val"]["top1"] == pytest.approx(best_val)  # the kept weights are the best
+    test = json.loads((out / "eval_test.json").read_text())
+    assert set(test["per_class"]) == set(EMOTIONS) and test["num_images"] == 16
+    assert sum(map(sum, test["confusion"])) == 16
+    assert (out / "confusion_val.png").stat().st_size > 0 and (out / "confusion_test.png").stat().st_size > 0
+
+
+def test_corrupt_images_are_counted_and_skipped(trained):
+    out, summary = trained
+    assert summary["skipped"] == 2
+    listed = (out / "skipped_images.txt").read_text().splitlines()
+    assert len(listed) == 2 and all(line.startswith("train\t") for line in listed)
+
+
+def test_saved_predictor_loads_into_plain_torchvision(trained):
+    out, _ = trained
+    state = torch.load(out / "emo_predictor.pt", map_location="cpu", weights_only=True)
+    net = resnet18(weights=None)
+    net.fc = nn.Linear(512, 8)
+    net.load_state_dict(state)  # strict: the official key layout
+    net.eval()
+    config = json.loads((out / "config.json").read_text())
+    assert config["mean"] is None and config["std"] is None and config["image_size"] == 64
+    assert config["emotions"] == list(EMOTIONS)
+    predictor = load_predictor(out)
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(net(x), predictor(x), atol=1e-5)
+    # the safetensors copy holds the same weights
+    assert all(torch.equal(state[k], v) for k, v in predictor.net.state_dict().items())
+
+
+def test_resume_continues_where_it_stopped(toy_release, tmp_path):
+    args = ["--config", str(ROOT / "configs/predictor_tiny.yaml"), "--data_root", str(toy_release),
+            "--output_dir", str(tmp_path), "--augment", "none"]
+    train_predictor.main(args + ["--epochs", "1"])
+    first = torch.load(tmp_path / "training_state.pt", weights_only=True)
+    assert first["epoch"] == 1
+    train_predictor.main(args + ["--epochs", "2", "--resume"])
+    second = torch.load(tmp_path / "training_state.pt", weights_only=True)
+    assert second["epoch"] == 2 and second["step"] == 2 * first["step"]
+    assert [h["epoch"] for h in second["history"]] == [1, 2]
+    with pytest.raises(SystemExit):  # run_cli turns a missing state into a clear error
+        train_predictor.run_cli(lambda: train_predictor.main(args + ["--resume", "--output_dir", str(tmp_path / "x")]))
+
+
+def test_imagenet_init_from_a_local_file_only(tmp_path, monkeypatch):
+    reference = resnet18(weights=None)  # stands in for the ImageNet file: 1000-way fc
+    torch.save(reference.state_dict(), tmp_path / "resnet18-f37072fd.pth")
+    predictor = build_predictor(64, init="imagenet", imagenet_weights=tmp_path / "resnet18-f37072fd.pth")
+    assert torch.equal(predictor.net.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
+    assert predictor.net.fc.out_features == 8
+    with pytest.raises(MissingWeightsError, match="--imagenet_weights"):
+        build_predictor(64, init="imagenet", imagenet_weights=tmp_path / "missing.pth")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty_hub"))
+    with pytest.warns(UserWarning, match="random weights"):
+        build_predictor(64, init="imagenet")
+    imagenet = build_predictor(64, normalize="imagenet", init="random")
+    assert imagenet.config["mean"] == pytest.approx([0.485, 0.456, 0.406])

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", help="auto (float16 on CUDA, as official), float32, float16, bfloat16")
     p.add_argument("--save_strip", action="store_true", help="also save a strip of every iteration per job")
     p.add_argument("--save_candidates", action="store_true", help="also save every iteration's image")
-    p.add_argument("--tiny", action="store_true",
+    p.add_argument("--tiny", action=argparse.BooleanOptionalAction, default=False,
                    help="write random-weight tiny model/predictor/demo images where missing (CPU smoke test)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

@@ -442,8 +442,12 @@ def run_inference(args, process=None) -> dict:
         process.wait_for_everyone()
 
     paths = shard(list_images(args.input_path), rank, world)
+    if args.quiet:
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()
+    predictor = load_predictor(args.predictor_path, device=device)  # small: fail fast on a bad path
     pipe = load_model(args.model_dir, args.base_model, dtype, device)
-    predictor = load_predictor(args.predictor_path, device=device)
     keep = bool(args.save_strip or args.save_candidates)
     engine = build_engine(pipe, predictor, args, device, keep_candidates=keep)
 

@@ -1,0 +1,180 @@
+"""test.py end to end on tiny random-weight components: files written, determinism, targets, sharding."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from PIL import Image
+
+from emoeditor.constants import EMOTIONS
+from emoeditor.critic import replay
+from emoeditor.emotions import parse_target
+from emoeditor.errors import InvalidTargetError
+from emoeditor.inference import job_seed, load_model, shard, write_tiny_assets
+from emoeditor.predictor import load_predictor
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+import test as test_cli  # noqa: E402  (the repository's test.py, not a test module)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_infer")
+    write_tiny_assets(root / "model", root / "predictor", root / "imgs")
+    return root
+
+
+def argv(assets, out, *extra):
+    return ["--config", str(REPO / "configs" / "infer_tiny.yaml"), "--model_dir", str(assets / "model"),
+            "--predictor_path", str(assets / "predictor"), "--input_path", str(assets / "imgs"),
+            "--test_save_dir", str(out), "--num_inference_steps", "2", "--num_loop", "2", "--quiet", *extra]
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_run_writes_image_trace_strip_and_csv_deterministically(assets, tmp_path):
+    summary = test_cli.main(argv(assets, tmp_path / "a"))
+    out = tmp_path / "a"
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == ["75863_awe_astronaut.png", "75863_awe_coffee.png"]  # official naming
+    rows = read_csv(out / "summary.csv")
+    assert [r["input"] for r in rows] == sorted(str(p) for p in (assets / "imgs").iterdir())
+    assert summary["done"] == 2 and not summary["skipped"]
+    for row in rows:
+        trace = json.loads((out / "traces" / (Path(row["output"]).stem + ".json")).read_text())
+        its = trace["iterations"]
+        assert 1 <= len(its) <= 2 == trace["thresholds"]["num_loop"]
+        assert int(row["iterations"]) == len(its)
+        for it in its:
+            assert len(it["probs"]) == 8 and abs(sum(it["probs"]) - 1) < 1e-5
+            assert -1 <= it["ssim"] <= 1 and 700 <= it["start_timestep"] <= 980
+            assert it["target_confidence"] == pytest.approx(it["probs"][EMOTIONS.index("awe")])
+        assert trace["returned"] == replay(trace, 2).returned and trace["reason"]
+        img = Image.open(row["output"])
+        assert img.size == (64, 64) and img.mode == "RGB"
+        strip = Image.open(out / "strips" / (Path(row["output"]).stem + ".png"))
+        assert strip.size == (64 * (len(its) + 2), 64)
+    test_cli.main(argv(assets, tmp_path / "b"))
+    for name in names:  # same seed -> identical bytes
+        assert (out / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    test_cli.main(argv(assets, tmp_path / "c", "--random_seed", "1"))
+    assert (tmp_path / "c" / "1_awe_coffee.png").read_bytes() != (out / names[1]).read_bytes()
+
+
+def test_target_all_is_the_seven_others_of_the_source_class(assets, tmp_path):
+    path = assets / "imgs" / "coffee.png"
+    summary = test_cli.main(argv(assets, tmp_path, "--input_path", str(path), "--target_emo", "all",
+                                 "--seed_mode", "hashed", "--critic", "none", "--batch_size", "4"))
+    rows = read_csv(tmp_path / "summary.csv")
+    trace = json.loads(next((tmp_path / "traces").glob("*.json")).read_text())
+    top = EMOTIONS[max(range(8), key=lambda i: trace["source_probs"][i])]
+    assert sorted(r["target"] for r in rows) == sorted(e for e in EMOTIONS if e != top)
+    assert summary["done"] == 7
+    seeds = {r["target"]: int(r["seed"]) for r in rows}
+    assert len(set(seeds.values())) == 7  # hashed per (file, target)
+    assert all(seeds[t] == job_seed(75863, "coffee.png", t, "hashed") for t in seeds)
+    assert all(len(json.loads(p.read_text())["iterations"]) == 1 for p in (tmp_path / "traces").glob("*.json"))
+
+
+def test_mixture_target_label_and_confidence(assets, tmp_path):
+    path = assets / "imgs" / "coffee.png"
+    test_cli.main(argv(assets, tmp_path, "--input_path", str(path), "--target_emo", "awe:1,excitement:1"))
+    (trace_file,) = (tmp_path / "traces").glob("*.json")
+    assert trace_file.name == "75863_awe50-excitement50_coffee.json"
+    trace = json.loads(trace_file.read_text())
+    for it in trace["iterations"]:
+        assert it["target_confidence"] == pytest.approx(it["probs"][2] + it["probs"][5])
+
+
+class FakeProcess:
+    """What accelerate's PartialState gives run_inference, for process `rank` of `world` on one CPU."""
+
+    def __init__(self, rank, world):
+        self.process_index, self.num_processes = rank, world
+        self.is_main_process = rank == 0
+        self.device = torch.device("cpu")
+
+    def wait_for_everyone(self):
+        pass
+
+
+def test_sharded_run_equals_single_process(assets, tmp_path):
+    from emoeditor.config import parse_args
+    from emoeditor.inference import run_inference
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i, p in enumerate(sorted((assets / "imgs").iterdir()) * 2):
+        Image.open(p).rotate(90 * i).save(imgs / f"{i}_{p.name}")
+    common = lambda out: argv(assets, out, "--input_path", str(imgs), "--batch_size", "2")
+    single = run_inference(parse_args(test_cli.build_parser(), common(tmp_path / "one")))
+    for rank in (1, 0):  # rank 0 merges, after everyone is done
+        run_inference(parse_args(test_cli.build_parser(), common(tmp_path / "two")), process=FakeProcess(rank, 2))
+    assert single["done"] == 4
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert (one / "summary.csv").read_text().replace(str(one), "X") == (two / "summary.csv").read_text().replace(str(two), "X")
+    for p in one.glob("*.png"):
+        assert p.read_bytes() == (two / p.name).read_bytes()
+    assert not list(two.glob("summary.rank*.csv"))
+    assert shard(list(range(7)), 1, 3) == [1, 4] and sorted(shard(range(7), 0, 3) + shard(range(7), 1, 3)
+                                                            + shard(range(7), 2, 3)) == list(range(7))
+
+
+def test_bad_targets_fail_before_loading_with_a_clear_message(tmp_path):
+    for bad, match in (("joy", "unknown emotion 'joy'"), ("awe:nan", "finite"), ("awe:0.5,fear:x", "not a number")):
+        with pytest.raises(InvalidTargetError, match=match):
+            test_cli.main(["--target_emo", bad, "--model_dir", str(tmp_path / "nope")])
+
+
+def test_command_line_run(assets, tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    ok = subprocess.run([sys.executable, "test.py", *argv(assets, tmp_path / "cli"), "--critic", "official"],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert len(read_csv(tmp_path / "cli" / "summary.csv")) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target_emo", "joy"], "unknown emotion 'joy'"),
+    (["--no-tiny", "--model_dir", "{tmp}/none"], "model_ip2p.pt"),
+    (["--no-tiny", "--predictor_path", "{tmp}/none.pt"], "emo_predictor"),
+    (["--input_path", "{tmp}/nothing*.png"], "no such file"),
+])
+def test_user_errors_exit_2_with_one_line(assets, tmp_path, capsys, args, message):
+    from emoeditor.config import run_cli
+
+    args = [a.format(tmp=tmp_path) for a in args]
+    with pytest.raises(SystemExit) as exc:
+        run_cli(lambda: test_cli.main(argv(assets, tmp_path / "out", *args)))
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err
+    assert err.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in err
+
+
+def test_editor_interface(assets):
+    from emoeditor.emoeditor_editor import EmoEditorEditor
+    from emoeditor.critic import CriticConfig
+
+    editor = EmoEditorEditor.from_pretrained(assets / "model", assets / "predictor", critic=CriticConfig(num_loop=2),
+                                             num_inference_steps=2, batch_size=2, keep_candidates=True)
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 3, 64, 64, generator=g)
+    targets = torch.stack([parse_target("awe"), parse_target("fear"), parse_target("awe:1,excitement:1")])
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+    a = editor(images, targets, gens())
+    b = editor(images, targets, gens())
+    assert a.images.shape == images.shape and torch.equal(a.images, b.images)
+    for img, trace in zip(a.images, a.traces):
+        assert len(trace["candidates"]) == len(trace["iterations"]) <= 2
+        ret = trace["returned"]
+        assert torch.equal(img, trace["candidates"][ret])

@@ -81,13 +81,16 @@ def list_emoset(root: str | Path, split_files: Sequence[str] = EMOSET_SPLIT_FILE
                 items.add((emotion, image))
     else:
         folders = [root / e for e in EMOTIONS if (root / e).is_dir()]
+        # also <root>/<split>/<emotion>/ (a folder-per-class copy of the release splits)
+        folders += [sub / e for sub in sorted(root.iterdir()) if sub.is_dir() and sub.name not in EMOTIONS
+                    for e in EMOTIONS if (sub / e).is_dir()]
         if not folders:
             raise SplitError(f"{root}: found neither EmoSet split files ({', '.join(split_files)}) nor "
                              f"per-emotion folders ({', '.join(EMOTIONS)})")
         for folder in folders:
             for p in folder.iterdir():
                 if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
-                    items.add((folder.name, p.relative_to(root).as_posix()))
+                    items.add((folder.name, p.relative_to(root).as_posix()))  # folder.name is the emotion
     return sorted(items)
 
 

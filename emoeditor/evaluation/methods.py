@@ -1,0 +1,180 @@
+"""The methods an evaluation can run: a registry of Editor factories and the method-spec syntax.
+
+A method on the command line is ``[label=]name[:key=value,...]``:
+
+- ``ours``                           EmoEditor from --model with the paper's critic (Table 1 "Ours")
+- ``wo_P``                           EmoEditor, one pass without the critic (Table 1 "w/o P")
+- ``wo_Lemb:model=runs/lambda0``     a model trained with lambda = 0 (Table 1 "w/o L_emb")
+- ``official=emoeditor:critic=official``  any label, any kind, any options
+- ``identity``                       returns the source unchanged (a floor for EMR/ESR, 0 for ENRD/ESS)
+
+Adding a method (e.g. a baseline) is one `register_editor` entry: a factory
+``(options: dict, context: MethodContext) -> Editor``. Options are strings from the spec; the
+factory converts what it needs. ``paper_row=...`` names the paper's Table 1 row to print beside it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from ..editors import EditResult, Editor
+from ..errors import EmoEditorError
+
+
+class MethodError(EmoEditorError, ValueError):
+    """A method spec that names no registered method or has malformed options."""
+
+
+@dataclass
+class MethodContext:
+    """What the harness knows that a factory may use: devices, shared paths and loop settings."""
+    device: torch.device = torch.device("cpu")
+    model: Optional[str] = None  # default EmoEditor model folder (--model)
+    predictor: Optional[str] = None  # emotion predictor (--predictor)
+    critic: str = "paper"
+    num_loop: Optional[int] = None
+    num_inference_steps: Optional[int] = None
+    batch_size: int = 8
+    keep_candidates: bool = True  # so Fig. S11 can be computed from the same run
+    extra: dict = field(default_factory=dict)
+
+
+EditorFactory = Callable[[dict, MethodContext], Editor]
+EDITOR_FACTORIES: dict[str, EditorFactory] = {}
+
+# name -> (kind, default options, paper Table 1 row)
+PRESETS: dict[str, tuple[str, dict, Optional[str]]] = {
+    "ours": ("emoeditor", {}, "Ours"),
+    "wo_P": ("emoeditor", {"critic": "none"}, "w/o P"),
+    "wo_Lemb": ("emoeditor", {}, "w/o L_emb"),  # pass :model=<folder of a lambda = 0 model>
+    "ours_official": ("emoeditor", {"critic": "official"}, None),
+    "identity": ("identity", {}, None),
+}
+
+
+def register_editor(kind: str, paper_row: Optional[str] = None) -> Callable[[EditorFactory], EditorFactory]:
+    """Decorator: make `kind` usable in method specs (and a preset of the same name)."""
+    def wrap(factory: EditorFactory) -> EditorFactory:
+        EDITOR_FACTORIES[kind] = factory
+        PRESETS.setdefault(kind, (kind, {}, paper_row))
+        return factory
+    return wrap
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    label: str  # row name and output folder name
+    kind: str
+    options: tuple[tuple[str, str], ...] = ()
+    paper_row: Optional[str] = None
+
+    @property
+    def opts(self) -> dict:
+        return dict(self.options)
+
+    def build(self, context: MethodContext) -> Editor:
+        if self.kind not in EDITOR_FACTORIES:
+            raise MethodError(f"method {self.label!r}: no editor registered as {self.kind!r}; "
+                              f"registered: {', '.join(sorted(EDITOR_FACTORIES))}")
+        editor = EDITOR_FACTORIES[self.kind](self.opts, context)
+        editor.name = self.label
+        return editor
+
+
+_LABEL = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+
+def parse_method(spec: str) -> MethodSpec:
+    label, sep, rest = spec.partition("=")
+    if not sep or ":" in label:  # no "label=" prefix (an '=' inside the options does not count)
+        label, rest = "", spec
+    name, _, opt_text = rest.partition(":")
+    name = name.strip()
+    if name not in PRESETS and name not in EDITOR_FACTORIES:
+        raise MethodError(f"method {spec!r}: unknown method {name!r}; choose one of "
+                          f"{', '.join(sorted(set(PRESETS) | set(EDITOR_FACTORIES)))} "
+                          f"(syntax: [label=]name[:key=value,...])")
+    kind, options, paper_row = PRESETS.get(name, (name, {}, None))
+    options = dict(options)
+    for item in filter(None, (s.strip() for s in opt_text.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise MethodError(f"method {spec!r}: option {item!r} must be key=value")
+        options[key.strip()] = value.strip()
+    paper_row = options.pop("paper_row", paper_row) or None
+    label = label.strip() or name
+    if not _LABEL.match(label):
+        raise MethodError(f"method label {label!r} must be letters, digits, '_', '.', '+' or '-' (it names a folder)")
+    return MethodSpec(label, kind, tuple(sorted(options.items())), paper_row)
+
+
+def parse_methods(specs: Sequence[str]) -> list[MethodSpec]:
+    methods = [parse_method(s) for s in specs]
+    labels = [m.label for m in methods]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise MethodError(f"method labels must be unique; repeated: {', '.join(dup)} (use label=name:...)")
+    return methods
+
+
+# ------------------------------------------------------------------------------ built-in methods
+
+class IdentityEditor(Editor):
+    """Returns the source: the 'no edit' reference row (EMR/ESR floor, ENRD = ESS = 0)."""
+
+    name = "identity"
+
+    def edit(self, images, targets, generators) -> EditResult:
+        return EditResult(images=images.clone())
+
+
+@register_editor("identity")
+def _identity(options: dict, context: MethodContext) -> Editor:
+    return IdentityEditor()
+
+
+def _bool(value: str) -> bool:
+    v = str(value).strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise MethodError(f"expected a boolean (true/false), got {value!r}")
+
+
+@register_editor("emoeditor", paper_row="Ours")
+def _emoeditor(options: dict, context: MethodContext) -> Editor:
+    """EmoEditor with the batched critic loop. Options: model, predictor, critic, num_loop,
+    num_inference_steps, batch_size, keep_candidates, and any keyword EmoEditorEditor.from_pretrained takes."""
+    from ..emoeditor_editor import EmoEditorEditor
+
+    opts = dict(options)
+    model = opts.pop("model", None) or context.model
+    predictor = opts.pop("predictor", None) or context.predictor
+    if model is None:
+        raise MethodError("EmoEditor needs a model folder: pass --model or :model=<folder>")
+    kwargs = dict(critic=opts.pop("critic", context.critic),
+                  batch_size=int(opts.pop("batch_size", context.batch_size)),
+                  keep_candidates=_bool(opts.pop("keep_candidates", context.keep_candidates)))
+    for key in ("num_loop", "num_inference_steps"):
+        value = opts.pop(key, getattr(context, key))
+        if value is not None:
+            kwargs[key] = int(value)
+    for key, value in opts.items():  # anything else goes through as a typed keyword
+        kwargs[key] = _typed(value)
+    return EmoEditorEditor.from_pretrained(model, predictor=predictor, device=context.device, **kwargs)
+
+
+def _typed(value: str):
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value

@@ -1,0 +1,648 @@
+"""One-command evaluation: methods x test jobs -> outputs on disk -> metrics -> Table 1, plots, Fig. S11.
+
+Every stage is resumable. An edit is done when ``<out>/<method>/images/<job_id>.png`` exists and
+opens (it is written last, atomically, after its trace and candidates); a rerun edits only what
+is missing or corrupt. Metrics are cached per job in ``metrics.jsonl`` keyed by the output's hash
+and the metric settings, so a rerun with nothing new computes nothing. Jobs are sharded over
+accelerate processes by index; rank 0 scores and writes the tables.
+
+Bad input never stops the run: a source that is missing or unreadable, an output that is
+corrupt, or a method that raises on a job is counted, listed in ``report.json`` and left out of
+the tables, which are computed from everything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..constants import (BOOTSTRAP_RESAMPLES, CANNY_THRESHOLDS, CI_LEVEL, EMOTIONS, IMAGE_SIZE, RELATIONS,
+                         TEST_SPLIT_JSON)
+from ..critic import SOURCE_INDEX, CriticConfig, JobCritic
+from ..errors import EmoEditorError, ImageLoadError
+from ..imageio import load_image, open_image, pil_to_tensor, save_image
+from .methods import MethodContext, MethodSpec, parse_methods
+from .split import Job, SplitError, build_jobs, folder_sources, load_split, subset_sources
+
+
+@dataclass
+class EvalSettings:
+    out: str
+    methods: Sequence[str] = ("ours",)
+    split: Optional[str] = TEST_SPLIT_JSON
+    image_root: Optional[str] = None  # root of the split's relative paths (default: the split's emoset_root)
+    source_folder: Optional[str] = None  # generalisation: every image of a folder, no source label
+    targets: Optional[Sequence[str]] = None  # generalisation: these targets (names or mixtures) for every source
+    relations: Optional[Sequence[str]] = None  # keep only these job tags (e.g. within = same-valence run)
+    per_class: Optional[int] = None  # quick subset: the first N sources of each class
+    image_size: int = IMAGE_SIZE
+    seed: int = 0
+    chunk_size: int = 32  # jobs per Editor call (EmoEditor batches them continuously inside)
+    device: Optional[str] = None
+    # EmoEditor defaults (a method spec's options override them)
+    model: Optional[str] = None
+    predictor: Optional[str] = None
+    critic: str = "paper"
+    num_loop: Optional[int] = None
+    num_inference_steps: Optional[int] = None
+    batch_size: int = 8
+    keep_candidates: bool = True
+    # metrics
+    metric_size: Optional[int] = IMAGE_SIZE
+    metric_batch_size: int = 32
+    cam_target: str = "predicted"
+    enrd_reduction: str = "image"
+    canny_grayscale: bool = True
+    # reporting
+    bootstrap: int = BOOTSTRAP_RESAMPLES
+    ci_level: float = CI_LEVEL
+    fig_s11: bool = True
+    max_k: Optional[int] = None
+    grid: bool = True
+    skip_generation: bool = False  # score what is on disk only
+
+
+@dataclass
+class MethodStats:
+    jobs: int = 0
+    cached: int = 0
+    generated: int = 0
+    regenerated_corrupt: int = 0
+    failed: int = 0
+    bad_source: int = 0
+    corrupt_output: int = 0
+    scored: int = 0
+    scored_cached: int = 0
+    candidates_scored: int = 0
+    candidates_cached: int = 0
+    generation_s: float = 0.0
+    scoring_s: float = 0.0
+    errors: list = field(default_factory=list)  # first few, for the report
+
+
+MAX_LISTED_ERRORS = 20
+
+
+# ------------------------------------------------------------------------------------------ jobs
+
+def load_jobs(settings: EvalSettings) -> tuple[list[Job], Path]:
+    """The jobs of this run and the folder their relative source paths are under."""
+    if settings.source_folder:
+        sources = folder_sources(settings.source_folder)
+        root = Path(settings.source_folder)
+    else:
+        split = load_split(settings.split)
+        root = Path(settings.image_root or split.get("emoset_root") or ".")
+        sources = split["sources"]
+    sources = subset_sources(sources, settings.per_class)
+    jobs = build_jobs(sources, settings.targets, settings.relations)
+    if not jobs:
+        raise SplitError("no jobs to run: check --relations/--targets against the sources' emotions")
+    return jobs, root
+
+
+def _source_path(job: Job, root: Path) -> Path:
+    p = Path(job.source_path)
+    return p if p.is_absolute() else root / p
+
+
+def load_sources(jobs: Sequence[Job], root: Path, size: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Every distinct source as uint8 (3, size, size), and the reason each unusable one failed."""
+    images, bad = {}, {}
+    for job in jobs:
+        if job.source_id in images or job.source_id in bad:
+            continue
+        try:
+            images[job.source_id] = load_image(_source_path(job, root), size).mul(255).round().to(torch.uint8)
+        except ImageLoadError as exc:
+            bad[job.source_id] = str(exc)
+    return images, bad
+
+
+def _to01(u8: torch.Tensor) -> torch.Tensor:
+    return u8.float() / 255.0
+
+
+# ---------------------------------------------------------------------------------- method store
+
+class MethodStore:
+    """The on-disk layout of one method's outputs."""
+
+    def __init__(self, out: Path, label: str):
+        self.root = Path(out) / label
+        self.images, self.traces = self.root / "images", self.root / "traces"
+        self.candidates, self.errors = self.root / "candidates", self.root / "errors"
+        self.metrics = self.root / "metrics.jsonl"
+        self.candidate_metrics = self.root / "candidate_metrics.jsonl"
+
+    def image(self, job_id: str) -> Path:
+        return self.images / f"{job_id}.png"
+
+    def trace(self, job_id: str) -> Path:
+        return self.traces / f"{job_id}.json"
+
+    def candidate(self, job_id: str, index: int) -> Path:
+        return self.candidates / job_id / f"{index:03d}.png"
+
+    def error(self, job_id: str) -> Path:
+        return self.errors / f"{job_id}.json"
+
+
+def _valid_image(path: Path) -> bool:
+    try:
+        open_image(path)
+        return True
+    except ImageLoadError:
+        return False
+
+
+def _atomic_save(image: torch.Tensor, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    save_image(image, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _jsonable(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj
+
+
+# ------------------------------------------------------------------------------------ generation
+
+def _candidate_images(result, i: int) -> Optional[list[torch.Tensor]]:
+    """Every iteration's candidate of image i, when the method keeps them (EmoEditor keep_candidates)."""
+    cands = result.extras.get("candidates") if result.extras else None
+    if cands is not None and cands[i] is not None:
+        return list(cands[i])
+    trace = result.traces[i] if result.traces else None
+    if isinstance(trace, dict) and isinstance(trace.get("candidates"), (list, tuple)) and trace["candidates"] \
+            and isinstance(trace["candidates"][0], torch.Tensor):
+        return list(trace["candidates"])
+    return None
+
+
+def _check_output(image: torch.Tensor, size: int, label: str) -> None:
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"{label} returned an image of shape {tuple(image.shape)}; expected (3, H, W)")
+    if not torch.isfinite(image).all():
+        raise ValueError(f"{label} returned an image with NaN or infinite values")
+
+
+def _save_job(store: MethodStore, job: Job, image: torch.Tensor, trace: Optional[dict],
+              candidates: Optional[list[torch.Tensor]]) -> None:
+    if candidates is not None:
+        for k, cand in enumerate(candidates):
+            _atomic_save(cand.detach().float().cpu().clamp(0, 1), store.candidate(job.job_id, k))
+    if trace is not None or candidates is not None:
+        record = {k: v for k, v in (trace or {}).items() if k != "candidates"}
+        if candidates is not None:
+            record["candidate_files"] = [store.candidate(job.job_id, k).relative_to(store.root).as_posix()
+                                         for k in range(len(candidates))]
+        record["job"] = asdict(job)
+        _atomic_write(json.dumps(_jsonable(record)), store.trace(job.job_id))
+    store.images.mkdir(parents=True, exist_ok=True)
+    _atomic_save(image.detach().float().cpu().clamp(0, 1), store.image(job.job_id))  # last: marks the job done
+    if store.error(job.job_id).exists():
+        store.error(job.job_id).unlink()
+
+
+def _record_error(store: MethodStore, stats: MethodStats, job: Job, stage: str, message: str) -> None:
+    entry = {"job_id": job.job_id, "stage": stage, "error": message}
+    _atomic_write(json.dumps(entry), store.error(job.job_id))
+    if len(stats.errors) < MAX_LISTED_ERRORS:
+        stats.errors.append(entry)
+
+
+def _run_chunk(editor, store: MethodStore, stats: MethodStats, chunk: list[Job], sources: dict,
+               settings: EvalSettings) -> None:
+    images = torch.stack([_to01(sources[j.source_id]) for j in chunk])
+    targets = torch.stack([j.target_tensor() for j in chunk])
+    gens = [torch.Generator().manual_seed(j.seed(settings.seed)) for j in chunk]
+    try:
+        result = editor(images, targets, gens)
+        if result.images.shape[0] != len(chunk):
+            raise ValueError(f"returned {result.images.shape[0]} images for {len(chunk)} inputs")
+    except Exception:  # noqa: BLE001 - isolate the job that fails, keep the others
+        if len(chunk) > 1:
+            for job in chunk:
+                _run_chunk(editor, store, stats, [job], sources, settings)
+            return
+        _record_error(store, stats, chunk[0], "edit", traceback.format_exc(limit=3).strip().splitlines()[-1])
+        stats.failed += 1
+        return
+    for i, job in enumerate(chunk):
+        try:
+            _check_output(result.images[i], settings.image_size, editor.name)
+            trace = result.traces[i] if result.traces else None
+            _save_job(store, job, result.images[i], trace, _candidate_images(result, i))
+            stats.generated += 1
+        except Exception as exc:  # noqa: BLE001
+            _record_error(store, stats, job, "save", f"{type(exc).__name__}: {exc}")
+            stats.failed += 1
+
+
+def generate(spec: MethodSpec, jobs: Sequence[Job], sources: dict, bad_sources: dict, store: MethodStore,
+             settings: EvalSettings, context: MethodContext, rank: int = 0, world: int = 1) -> MethodStats:
+    """Edit every job of this process's shard whose output is missing or corrupt."""
+    stats = MethodStats(jobs=len(jobs))
+    todo = []
+    for job in jobs:
+        path = store.image(job.job_id)
+        if job.source_id in bad_sources:
+            stats.bad_source += 1
+        elif path.exists() and _valid_image(path):
+            stats.cached += 1
+        elif settings.skip_generation:
+            continue  # scoring counts a corrupt output; nothing is deleted or re-edited
+        else:
+            if path.exists():
+                stats.regenerated_corrupt += 1
+                path.unlink()
+            todo.append(job)
+    mine = todo[rank::world]
+    if not mine or settings.skip_generation:
+        return stats
+    start = time.perf_counter()
+    editor = spec.build(context)  # only built when there is something to do
+    chunks = [mine[i:i + settings.chunk_size] for i in range(0, len(mine), settings.chunk_size)]
+    with tqdm(total=len(mine), desc=f"edit {spec.label}", disable=rank != 0) as bar:
+        for chunk in chunks:
+            _run_chunk(editor, store, stats, chunk, sources, settings)
+            bar.update(len(chunk))
+    stats.generation_s = time.perf_counter() - start
+    return stats
+
+
+# --------------------------------------------------------------------------------------- scoring
+
+def metric_key(settings: EvalSettings) -> str:
+    return json.dumps({"size": settings.metric_size, "cam": settings.cam_target, "enrd": settings.enrd_reduction,
+                       "canny": list(CANNY_THRESHOLDS), "grey": settings.canny_grayscale}, sort_keys=True)
+
+
+def _sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn last line of an interrupted run: that row is recomputed
+    return rows
+
+
+def _score_batch(predictor, items: list[tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]],
+                 settings: EvalSettings) -> list[dict]:
+    from ..metrics import compute_all
+
+    base = [it[0] for it in items]
+    src = torch.stack([it[1] for it in items])
+    out = torch.stack([it[2] for it in items])
+    tgt = torch.stack([it[3] for it in items])
+    if out.shape[-2:] != src.shape[-2:]:
+        out = torch.nn.functional.interpolate(out, size=src.shape[-2:], mode="bilinear", antialias=True,
+                                              align_corners=False).clamp(0, 1)
+    m = compute_all(predictor, src, out, tgt, size=settings.metric_size, cam_target=settings.cam_target,
+                    enrd_reduction=settings.enrd_reduction, canny_grayscale=settings.canny_grayscale)
+    rows = []
+    for i, row in enumerate(base):
+        probs = m["probs_out"][i]
+        support = tgt[i] > 0
+        rows.append({**row, "emr": bool(m["emr"][i]), "esr": bool(m["esr"][i]), "enrd": float(m["enrd"][i]),
+                     "ess": float(m["ess"][i]), "esmi": float(m["esmi"][i]), "s_str": float(m["s_str"][i]),
+                     "s_emo": float(m["s_emo"][i]), "kl_src": float(m["kl_src"][i]), "kl_out": float(m["kl_out"][i]),
+                     "pred_src": EMOTIONS[int(m["probs_src"][i].argmax())], "pred_out": EMOTIONS[int(probs.argmax())],
+                     "target_conf_out": float(probs[support].sum())})
+    return rows
+
+
+def _score_items(predictor, items, settings: EvalSettings, cache_path: Path, desc: str) -> list[dict]:
+    """Score (row, src, out, target) items in batches, appending each batch to the cache as it is done."""
+    rows = []
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    with cache_path.open("a") as cache, tqdm(total=len(items), desc=desc, leave=False) as bar:
+        for i in range(0, len(items), settings.metric_batch_size):
+            batch = _score_batch(predictor, items[i:i + settings.metric_batch_size], settings)
+            for r in batch:
+                cache.write(json.dumps(r) + "\n")
+            cache.flush()
+            rows += batch
+            bar.update(len(batch))
+    return rows
+
+
+def _job_fields(job: Job, method: str) -> dict:
+    return {"method": method, "job_id": job.job_id, "source_id": job.source_id,
+            "source_emotion": job.source_emotion, "target_name": job.target_name, "relation": job.relation}
+
+
+def score(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store: MethodStore, predictor,
+          settings: EvalSettings, stats: MethodStats) -> list[dict]:
+    """Per-job metric rows for every job with a readable output (cached by output hash)."""
+    start = time.perf_counter()
+    key = metric_key(settings)
+    cached = {r["job_id"]: r for r in _read_jsonl(store.metrics) if r.get("metric_key") == key}
+    rows, todo = [], []
+    for job in jobs:
+        path = store.image(job.job_id)
+        if job.source_id not in sources or not path.exists():
+            continue
+        sha = _sha1(path)
+        hit = cached.get(job.job_id)
+        if hit is not None and hit.get("output_sha1") == sha:
+            rows.append(hit)
+            stats.scored_cached += 1
+            continue
+        try:
+            out = pil_to_tensor(open_image(path))
+        except ImageLoadError as exc:
+            stats.corrupt_output += 1
+            if len(stats.errors) < MAX_LISTED_ERRORS:
+                stats.errors.append({"job_id": job.job_id, "stage": "score", "error": str(exc)})
+            continue
+        base = {**_job_fields(job, spec.label), **_trace_summary(store, job), "output_sha1": sha, "metric_key": key}
+        todo.append((base, _to01(sources[job.source_id]), out, job.target_tensor()))
+    if todo:
+        new = _score_items(predictor, todo, settings, store.metrics, f"metrics {spec.label}")
+        rows += new
+        stats.scored += len(new)
+    # compact the cache to one row per job
+    order = {j.job_id: i for i, j in enumerate(jobs)}
+    rows.sort(key=lambda r: order[r["job_id"]])
+    if todo or len(cached) != len(rows):
+        _atomic_write("".join(json.dumps(r) + "\n" for r in rows), store.metrics)
+    stats.scoring_s += time.perf_counter() - start
+    return rows
+
+
+def _trace_summary(store: MethodStore, job: Job) -> dict:
+    path = store.trace(job.job_id)
+    if not path.exists():
+        return {"iterations": "", "accepted": ""}
+    try:
+        trace = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {"iterations": "", "accepted": ""}
+    return {"iterations": len(trace.get("iterations", [])), "accepted": trace.get("accepted", "")}
+
+
+# ---------------------------------------------------------------------- iteration ablation (S11)
+
+def returned_at(trace: dict, k: int) -> int:
+    """Index of the candidate the critic would have returned with at most `k` iterations
+    (SOURCE_INDEX for the source), by replaying the trace's observations through a fresh critic.
+    Exact because the first k iterations of a longer run are the same edits."""
+    th = trace["thresholds"]
+    config = CriticConfig(critic=trace["critic"], num_loop=k, ssim_low=th["ssim_low"], ssim_high=th["ssim_high"],
+                          confidence=th["confidence"], confidence_mode=th.get("confidence_mode", "support"))
+    critic = JobCritic(config, torch.tensor(trace["target"]), torch.tensor(trace["source_probs"]))
+    for it in trace["iterations"]:
+        critic.observe(it["ssim"], torch.tensor(it["probs"]))
+        if critic.done:
+            return critic.returned
+    raise ValueError(f"trace of {trace.get('name', '?')} ends after {len(trace['iterations'])} iterations "
+                     f"without a decision at k={k}")
+
+
+def iteration_curves(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store: MethodStore, predictor,
+                     settings: EvalSettings, stats: MethodStats) -> list[dict]:
+    """Fig. S11 rows (method, relation, k, metrics) from the kept candidates of one run."""
+    from ..reporting import METRICS
+
+    traces = {}
+    for job in jobs:
+        path = store.trace(job.job_id)
+        if job.source_id not in sources or not path.exists() or not store.image(job.job_id).exists():
+            continue
+        trace = json.loads(path.read_text())
+        if trace.get("critic") in (None, "none") or not trace.get("candidate_files"):
+            continue
+        traces[job.job_id] = (job, trace)
+    if not traces:
+        return []
+    start = time.perf_counter()
+    max_k = settings.max_k or max(t["thresholds"]["num_loop"] for _, t in traces.values())
+    picks: dict[str, list[int]] = {}
+    mismatches = 0
+    for job_id, (job, trace) in traces.items():
+        picks[job_id] = [returned_at(trace, k) for k in range(1, max_k + 1)]
+        if max_k >= trace["thresholds"]["num_loop"] and picks[job_id][-1] != trace["returned"]:
+            mismatches += 1
+    if mismatches:
+        stats.errors.append({"stage": "fig_s11", "error": f"{mismatches} traces replay to a different final pick"})
+
+    key = metric_key(settings)
+    cache = {(r["job_id"], r["candidate"]): r for r in _read_jsonl(store.candidate_metrics)
+             if r.get("metric_key") == key}
+    scored: dict[tuple[str, int], dict] = {}
+    todo = []
+    for job_id, (job, trace) in traces.items():
+        for idx in sorted(set(picks[job_id])):
+            path = store.root / trace["candidate_files"][idx] if idx != SOURCE_INDEX else None
+            sha = _sha1(path) if path is not None and path.exists() else "source"
+            hit = cache.get((job_id, idx))
+            if hit is not None and hit.get("output_sha1") == sha:
+                scored[(job_id, idx)] = hit
+                stats.candidates_cached += 1
+                continue
+            if path is None:
+                out = _to01(sources[job.source_id])
+            else:
+                try:
+                    out = pil_to_tensor(open_image(path))
+                except ImageLoadError:
+                    stats.corrupt_output += 1
+                    continue
+            base = {**_job_fields(job, spec.label), "candidate": idx, "output_sha1": sha, "metric_key": key}
+            todo.append((base, _to01(sources[job.source_id]), out, job.target_tensor()))
+    if todo:
+        for r in _score_items(predictor, todo, settings, store.candidate_metrics, f"Fig. S11 {spec.label}"):
+            scored[(r["job_id"], r["candidate"])] = r
+        stats.candidates_scored += len(todo)
+        _atomic_write("".join(json.dumps(r) + "\n" for r in scored.values()), store.candidate_metrics)
+
+    curves = []
+    for rel in sorted({job.relation for job, _ in traces.values()}):
+        ids = [j for j, (job, _) in traces.items() if job.relation == rel]
+        for k in range(1, max_k + 1):
+            rows = [scored[(j, picks[j][k - 1])] for j in ids if (j, picks[j][k - 1]) in scored]
+            if not rows:
+                continue
+            entry = {"method": spec.label, "relation": rel, "k": k, "n": len(rows)}
+            for col, name, scale in METRICS:
+                entry[col] = float(np.mean([float(r[name]) for r in rows])) * scale
+            entry["accepted_share"] = float(np.mean([
+                picks[j][k - 1] != SOURCE_INDEX and bool(traces[j][1]["iterations"][picks[j][k - 1]]["accepted"])
+                and traces[j][1]["critic"] == "paper" for j in ids]))
+            curves.append(entry)
+    stats.scoring_s += time.perf_counter() - start
+    return curves
+
+
+# ---------------------------------------------------------------------------------------- report
+
+def _example_grid(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store: MethodStore, out: Path) -> Optional[Path]:
+    from ..reporting import example_grid
+
+    by_source: dict[str, list[Job]] = {}
+    for job in jobs:
+        if job.target_name in EMOTIONS and job.source_id in sources and store.image(job.job_id).exists():
+            by_source.setdefault(job.source_id, []).append(job)
+    chosen: dict[str, str] = {}
+    for sid, js in sorted(by_source.items(), key=lambda kv: (-len(kv[1]), kv[0])):  # most complete first
+        emo = js[0].source_emotion
+        if emo in EMOTIONS and emo not in chosen:
+            chosen[emo] = sid
+    if not chosen:
+        return None
+    srcs, edits = {}, {}
+    for emo, sid in chosen.items():
+        srcs[emo] = sources[sid].permute(1, 2, 0).numpy()
+        for job in by_source[sid]:
+            try:
+                edits[(emo, job.target_name)] = np.asarray(open_image(store.image(job.job_id)))
+            except ImageLoadError:
+                continue
+    return example_grid(srcs, edits, out / f"grid_{spec.label}.png", title=spec.label)
+
+
+def write_report(specs: Sequence[MethodSpec], rows: list[dict], curves: list[dict], jobs: Sequence[Job],
+                 sources: dict, all_stats: dict[str, MethodStats], bad_sources: dict, settings: EvalSettings) -> dict:
+    from ..reporting import per_emotion, plot_bars, plot_iteration_curves, table_rows, write_csv, write_table
+
+    out = Path(settings.out)
+    labels = [s.label for s in specs]
+    paper_rows = {s.label: s.paper_row for s in specs}
+    files = [write_csv(rows, out / "results.csv")]
+    present = [r for r in RELATIONS if any(x["relation"] == r for x in rows)]
+    present += sorted({x["relation"] for x in rows} - set(RELATIONS))
+    names = {"cross": "cross-valence (paper Table 1)", "within": "within-valence"}
+    summaries = {}
+    for rel in present:
+        summary = table_rows(rows, labels, paper_rows if rel == "cross" else {}, rel, settings.bootstrap,
+                             settings.ci_level, settings.seed)
+        summaries[rel] = summary
+        files += write_table(summary, out / f"table1_{rel}", f"Table 1, {names.get(rel, rel)}", settings.ci_level)
+    if summaries:
+        main_rel = "cross" if "cross" in summaries else present[0]
+        files.append(plot_bars(summaries[main_rel], out / "bars.png", f"{names.get(main_rel, main_rel)}"))
+    files.append(write_csv(per_emotion(rows, labels, seed=settings.seed), out / "per_emotion.csv"))
+    if settings.grid:
+        for spec in specs:
+            path = _example_grid(spec, jobs, sources, MethodStore(out, spec.label), out)
+            if path is not None:
+                files.append(path)
+    if curves:
+        files.append(write_csv(curves, out / "fig_s11.csv"))
+        files.append(plot_iteration_curves(curves, out / "fig_s11.png"))
+    report = {
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()},
+        "num_jobs": len(jobs),
+        "bad_sources": bad_sources,
+        "methods": {label: asdict(st) for label, st in all_stats.items()},
+        "files": [str(Path(f).relative_to(out)) for f in files],
+    }
+    _atomic_write(json.dumps(report, indent=1), out / "report.json")
+    return report
+
+
+def _gather_errors(store: MethodStore, jobs: Sequence[Job], stats: MethodStats) -> None:
+    """Count failures of every process (their error files) once all have finished."""
+    ids = {j.job_id for j in jobs}
+    # every process's edits are on disk now: count them all, not only this process's
+    stats.generated = max(stats.generated, sum(store.image(j).exists() for j in ids) - stats.cached)
+    if not store.errors.exists():
+        return
+    failed = [p for p in sorted(store.errors.glob("*.json")) if p.stem in ids and not store.image(p.stem).exists()]
+    stats.failed = len(failed)
+    listed = {e.get("job_id") for e in stats.errors}
+    for p in failed:
+        if len(stats.errors) >= MAX_LISTED_ERRORS:
+            break
+        if p.stem not in listed:
+            try:
+                stats.errors.append(json.loads(p.read_text()))
+            except json.JSONDecodeError:
+                stats.errors.append({"job_id": p.stem, "stage": "edit", "error": "unreadable error record"})
+
+
+def run_evaluation(settings: EvalSettings) -> dict:
+    """Edit, score and report every method of `settings`; returns the report (also in report.json)."""
+    from accelerate import PartialState
+
+    from ..predictor import load_predictor
+
+    state = PartialState(cpu=settings.device == "cpu")
+    device = torch.device(settings.device) if settings.device else state.device
+    rank, world = state.process_index, state.num_processes
+    specs = parse_methods(settings.methods)
+    if settings.predictor is None:
+        raise EmoEditorError("--predictor is required: the metrics (and EmoEditor's critic) need the emotion "
+                             "predictor P (emo_predictor/)")
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs, root = load_jobs(settings)
+    sources, bad_sources = load_sources(jobs, root, settings.image_size)
+    if not sources:
+        raise SplitError(f"none of the {len(jobs)} jobs' source images could be read under {root} "
+                         f"(first problem: {next(iter(bad_sources.values()))}); check --image_root")
+    context = MethodContext(device=device, model=settings.model, predictor=settings.predictor,
+                            critic=settings.critic, num_loop=settings.num_loop,
+                            num_inference_steps=settings.num_inference_steps, batch_size=settings.batch_size,
+                            keep_candidates=settings.keep_candidates)
+    all_stats = {}
+    for spec in specs:
+        store = MethodStore(out, spec.label)
+        all_stats[spec.label] = generate(spec, jobs, sources, bad_sources, store, settings, context, rank, world)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return {}
+    predictor = load_predictor(settings.predictor, device=device)
+    rows, curves = [], []
+    for spec in specs:
+        store, stats = MethodStore(out, spec.label), all_stats[spec.label]
+        _gather_errors(store, jobs, stats)
+        rows += score(spec, jobs, sources, store, predictor, settings, stats)
+        if settings.fig_s11:
+            curves += iteration_curves(spec, jobs, sources, store, predictor, settings, stats)
+    return write_report(specs, rows, curves, jobs, sources, all_stats, bad_sources, settings)
+
+
+def format_summary(report: dict) -> str:
+    lines = [f"{report['num_jobs']} jobs; {len(report['bad_sources'])} unreadable/missing source images"]
+    for label, st in report["methods"].items():
+        lines.append(f"  {label}: {st['generated']} edited, {st['cached']} cached, {st['failed']} failed, "
+                     f"{st['regenerated_corrupt']} corrupt outputs re-edited, {st['corrupt_output']} unreadable at "
+                     f"scoring, {st['scored']} scored ({st['scored_cached']} cached), edit {st['generation_s']:.1f}s, "
+                     f"metrics {st['scoring_s']:.1f}s")
+    lines.append("wrote: " + ", ".join(report["files"]))
+    return "\n".join(lines)

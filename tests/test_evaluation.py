@@ -1,0 +1,281 @@
+"""One-command evaluation on a toy EmoSet with test-double editors (and the tiny EmoEditor when present).
+
+The doubles are real Editors: a colour shift, one that raises on a chosen job, and the real
+batched critic engine (emoeditor.inference) driving a scripted colour-shift backend, so traces and
+candidates have the engine's format and Fig. S11 is computed exactly as for EmoEditor.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from emoeditor.constants import EMOTIONS
+from emoeditor.critic import CriticConfig
+from emoeditor.editors import EditResult, Editor
+from emoeditor.evaluation.methods import EDITOR_FACTORIES, MethodError, parse_method, parse_methods, register_editor
+from emoeditor.evaluation.runner import EvalSettings, MethodStore, returned_at, run_evaluation
+from emoeditor.evaluation.split import load_split, make_test_split, save_split
+from emoeditor.imageio import load_image
+from emoeditor.reporting import read_csv
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZE = 64
+PALETTE = torch.tensor([[1.0, 0.8, 0.2], [0.9, 0.1, 0.1], [0.6, 0.8, 1.0], [0.5, 0.9, 0.5],
+                        [0.4, 0.5, 0.1], [1.0, 0.4, 0.8], [0.1, 0.1, 0.3], [0.3, 0.3, 0.4]])
+BUILDS: dict[str, int] = {}
+
+
+class ColourShift(Editor):
+    """Blend toward the target's palette colour, plus a little generator-drawn noise."""
+
+    def __init__(self, fail_on: str | None = None):
+        self.fail_on = fail_on
+
+    def edit(self, images, targets, generators):
+        out = []
+        for img, t, g in zip(images, targets, generators):
+            if self.fail_on and torch.equal(img, self.fail_on[0]) and int(t.argmax()) == self.fail_on[1]:
+                raise RuntimeError("scripted failure")
+            tint = (PALETTE.T @ t).view(3, 1, 1)
+            out.append((0.7 * img + 0.3 * tint + 0.02 * torch.rand(img.shape, generator=g)).clamp(0, 1))
+        return EditResult(torch.stack(out))
+
+
+class ScriptedBackend:
+    """An EditBackend for the real engine: each edit moves further toward the direction's colour."""
+    device = torch.device("cpu")
+
+    def encode_condition(self, images):
+        return images.clone()
+
+    def edit(self, images, emotion_inputs, condition, generators):
+        tint = (PALETTE.T @ emotion_inputs.clamp(min=0).T).T.view(-1, 3, 1, 1)
+        noise = torch.stack([torch.rand(3, 1, 1, generator=g) for g in generators])
+        return (0.75 * images + 0.25 * tint + 0.1 * (noise - 0.5)).clamp(0, 1), None
+
+
+class LoopEditor(Editor):
+    def __init__(self, predictor_dir, num_loop: int):
+        from emoeditor.predictor import load_predictor
+        self.predictor = load_predictor(predictor_dir)
+        # loose thresholds so some jobs are accepted early and others fall back
+        self.config = CriticConfig(critic="paper", num_loop=num_loop, ssim_low=-1.0, ssim_high=1.01, confidence=0.13)
+
+    def edit(self, images, targets, generators):
+        from emoeditor.inference import IterativeInference, Job, run_jobs
+        engine = IterativeInference(ScriptedBackend(), self.predictor.probs, self.config, batch_size=3,
+                                    keep_candidates=True)
+        res = run_jobs(engine, [Job(image=images[i], target=targets[i], generator=generators[i])
+                                for i in range(len(images))])
+        return EditResult(torch.stack([r.image for r in res]), [r.trace for r in res],
+                          {"candidates": [r.candidates for r in res]})
+
+
+def _counted(kind, make):
+    def factory(options, context):
+        BUILDS[kind] = BUILDS.get(kind, 0) + 1
+        return make(options, context)
+    return factory
+
+
+register_editor("test_colour")(_counted("test_colour", lambda o, c: ColourShift()))
+register_editor("test_loop")(_counted("test_loop", lambda o, c: LoopEditor(c.predictor, int(o.get("num_loop", 4)))))
+
+
+@pytest.fixture(scope="module")
+def toy_split(tmp_path_factory):
+    from emoeditor.toy_emoset import write_toy_emoset
+    tmp = tmp_path_factory.mktemp("eval_emoset")
+    root = write_toy_emoset(tmp / "EmoSet", layout="release", per_class=(2, 0, 0), image_size=SIZE, seed=0)
+    split = make_test_split(root, None, per_class=1, seed=0)
+    return save_split(split, tmp / "json" / "test_split.json"), root
+
+
+def _settings(out, split, predictor, **kw):
+    base = dict(out=str(out), split=str(split), predictor=str(predictor), image_size=SIZE, metric_size=SIZE,
+                bootstrap=50, chunk_size=8, device="cpu", metric_batch_size=64)
+    base.update(kw)
+    return EvalSettings(**base)
+
+
+def test_method_specs():
+    assert parse_method("ours").paper_row == "Ours" and parse_method("ours").kind == "emoeditor"
+    m = parse_method("lam0=wo_Lemb:model=runs/x,num_loop=5")
+    assert (m.label, m.kind, m.opts, m.paper_row) == ("lam0", "emoeditor", {"model": "runs/x", "num_loop": "5"},
+                                                      "w/o L_emb")
+    assert parse_method("wo_P").opts == {"critic": "none"}
+    assert parse_method("x=identity:paper_row=CT").paper_row == "CT"
+    with pytest.raises(MethodError, match="unknown method"):
+        parse_method("nonsense")
+    with pytest.raises(MethodError, match="unique"):
+        parse_methods(["identity", "identity"])
+    assert "emoeditor" in EDITOR_FACTORIES and "identity" in EDITOR_FACTORIES
+
+
+def test_returned_at_replays_the_critic():
+    # paper policy: accepted at iteration 2 -> k=1 falls back to candidate 0, k>=2 returns 2? no: 1-indexed k
+    def it(conf, top_target):
+        probs = [0.0] * 8
+        probs[0 if top_target else 1] = max(conf, 1 - conf) if not top_target else conf
+        if top_target:
+            probs[1] = 1 - conf
+        else:
+            probs[0] = conf
+            probs[1] = 1 - conf
+        return {"ssim": 0.5, "probs": probs}
+    trace = {"critic": "paper", "thresholds": {"ssim_low": 0.3, "ssim_high": 0.8, "confidence": 0.8, "num_loop": 5},
+             "target": [1.0] + [0.0] * 7, "source_probs": [0.125] * 8,
+             "iterations": [it(0.3, False), it(0.45, False), it(0.9, True)], "returned": 2}
+    assert [returned_at(trace, k) for k in (1, 2, 3, 4, 5)] == [0, 1, 2, 2, 2]
+
+
+def test_evaluate_end_to_end_resume_and_bad_input(toy_split, tiny_predictor_dir, tmp_path):
+    split_path, emoset = toy_split
+    split = load_split(split_path)
+    num_jobs = len(split["jobs"])
+    assert num_jobs == 8 * 7
+    # a source listed in the split but missing on disk (for the whole test)
+    missing = split["sources"][3]
+    (emoset / missing["path"]).rename(emoset / (missing["path"] + ".moved"))
+    try:
+        _end_to_end(split_path, split, emoset, missing, tiny_predictor_dir, tmp_path, num_jobs)
+    finally:
+        (emoset / (missing["path"] + ".moved")).rename(emoset / missing["path"])
+
+
+def _end_to_end(split_path, split, emoset, missing, tiny_predictor_dir, tmp_path, num_jobs):
+    # a method that raises on exactly one job
+    bad_src = split["sources"][0]
+    bad_img = load_image(emoset / bad_src["path"], SIZE).mul(255).round().div(255)
+    bad_target = next(i for i, e in enumerate(EMOTIONS) if e != bad_src["emotion"])
+    register_editor("test_flaky")(lambda o, c: ColourShift(fail_on=(bad_img, bad_target)))
+    methods = ["colour=test_colour:paper_row=CT", "loop=test_loop:num_loop=4", "test_flaky", "identity"]
+    out = tmp_path / "eval"
+    BUILDS.clear()
+    report = run_evaluation(_settings(out, split_path, tiny_predictor_dir, methods=methods))
+
+    for name in ("results.csv", "table1_cross.md", "table1_cross.csv", "table1_cross.tex", "table1_within.md",
+                 "table1_within.csv", "table1_within.tex", "bars.png", "per_emotion.csv", "grid_colour.png",
+                 "grid_loop.png", "fig_s11.png", "fig_s11.csv", "report.json"):
+        assert (out / name).is_file(), name
+    assert list(report["bad_sources"]) == [missing["id"]]
+    m = report["methods"]
+    ok_jobs = num_jobs - 7
+    assert m["colour"]["generated"] == ok_jobs and m["colour"]["bad_source"] == 7 and m["colour"]["failed"] == 0
+    assert m["test_flaky"]["failed"] == 1 and m["test_flaky"]["generated"] == ok_jobs - 1
+    assert m["test_flaky"]["errors"][0]["job_id"] == f"{bad_src['id']}__{EMOTIONS[bad_target]}"
+    assert "scripted failure" in m["test_flaky"]["errors"][0]["error"]
+
+    rows = read_csv(out / "results.csv")
+    count = {k: sum(r["method"] == k for r in rows) for k in ("colour", "loop", "test_flaky", "identity")}
+    assert count == {"colour": ok_jobs, "loop": ok_jobs, "test_flaky": ok_jobs - 1, "identity": ok_jobs}
+    # the table is the mean of the per-job rows; the paper's CT row sits beside "colour"
+    table = {r["method"]: r for r in read_csv(out / "table1_cross.csv")}
+    cross = [r for r in rows if r["method"] == "colour" and r["relation"] == "cross"]
+    assert int(table["colour"]["n"]) == len(cross) == (8 - 1) * 4
+    assert float(table["colour"]["EMR"]) == pytest.approx(100 * np.mean([r["emr"] == "True" for r in cross]))
+    assert float(table["colour"]["ENRD"]) == pytest.approx(np.mean([float(r["enrd"]) for r in cross]))
+    assert float(table["colour"]["paper_EMR"]) == 6.89
+    # identity edits change nothing: no structural deviation
+    ident = [r for r in rows if r["method"] == "identity"]
+    assert all(float(r["enrd"]) == 0 and float(r["ess"]) == 0 and r["esr"] == "False" for r in ident)
+
+    # a row equals an independent computation on the saved files
+    from emoeditor.metrics import compute_all
+    from emoeditor.predictor import load_predictor
+    pred = load_predictor(tiny_predictor_dir)
+    row = next(r for r in rows if r["method"] == "colour" and r["relation"] == "within")
+    src = next(s for s in split["sources"] if s["id"] == row["source_id"])
+    ref = compute_all(pred, load_image(emoset / src["path"], SIZE)[None],
+                      load_image(out / "colour" / "images" / f"{row['job_id']}.png")[None],
+                      torch.tensor([EMOTIONS.index(row["target_name"])]), size=SIZE)
+    assert float(row["enrd"]) == pytest.approx(float(ref["enrd"][0]))
+    assert float(row["ess"]) == pytest.approx(float(ref["ess"][0]))
+    assert (row["emr"] == "True") == bool(ref["emr"][0])
+
+    # Fig. S11: k = num_loop reproduces the table; k = 1 is the first candidate of every job
+    curves = read_csv(out / "fig_s11.csv")
+    loop_cross = {int(r["k"]): r for r in curves if r["method"] == "loop" and r["relation"] == "cross"}
+    assert sorted(loop_cross) == [1, 2, 3, 4]
+    for col in ("EMR", "ESR", "ENRD", "ESS", "ESMI"):
+        assert float(loop_cross[4][col]) == pytest.approx(float(table["loop"][col]))
+    store = MethodStore(out, "loop")
+    first = [r for r in rows if r["method"] == "loop" and r["relation"] == "cross"]
+    firsts = compute_all(pred, torch.stack([load_image(emoset / next(s["path"] for s in split["sources"]
+                                                                         if s["id"] == r["source_id"]), SIZE)
+                                            for r in first]),
+                         torch.stack([load_image(store.candidate(r["job_id"], 0)) for r in first]),
+                         torch.tensor([EMOTIONS.index(r["target_name"]) for r in first]), size=SIZE)
+    assert float(loop_cross[1]["ESS"]) == pytest.approx(float(firsts["ess"].mean()))
+    assert float(loop_cross[1]["EMR"]) == pytest.approx(100 * float(firsts["emr"].double().mean()))
+    traces = [json.loads(p.read_text()) for p in store.traces.glob("*.json")]
+    assert any(t["accepted"] for t in traces) and any(not t["accepted"] for t in traces)
+
+    # rerun: nothing new is edited or scored, no editor is even built, the tables are identical
+    before = (out / "table1_cross.md").read_text()
+    BUILDS.clear()
+    again = run_evaluation(_settings(out, split_path, tiny_predictor_dir, methods=methods))
+    assert BUILDS == {}
+    for label in ("colour", "loop", "identity"):
+        st = again["methods"][label]
+        assert (st["generated"], st["scored"], st["candidates_scored"]) == (0, 0, 0), label
+    assert again["methods"]["colour"]["scored_cached"] == ok_jobs
+    assert (out / "table1_cross.md").read_text() == before
+
+    # a corrupt output is re-edited on the next run (and only it), or counted when only scoring
+    victim = out / "colour" / "images" / f"{rows[0]['job_id']}.png"
+    victim.write_bytes(b"\x89PNG\r\n garbage")
+    scored_only = run_evaluation(_settings(out, split_path, tiny_predictor_dir, methods=["colour=test_colour:paper_row=CT"],
+                                           skip_generation=True, fig_s11=False, grid=False))
+    assert scored_only["methods"]["colour"]["corrupt_output"] == 1
+    assert sum(1 for r in read_csv(out / "results.csv")) == ok_jobs - 1
+    fixed = run_evaluation(_settings(out, split_path, tiny_predictor_dir, methods=["colour=test_colour:paper_row=CT"]))
+    st = fixed["methods"]["colour"]
+    assert (st["regenerated_corrupt"], st["generated"], st["scored"]) == (1, 1, 1)
+    assert (out / "table1_cross.md").read_text().splitlines()[4] == before.splitlines()[4]  # same colour row
+
+
+def test_generalisation_runs(toy_split, tiny_predictor_dir, tmp_path):
+    split_path, emoset = toy_split
+    # same valence only, multi-emotion targets, then a neutral folder
+    out = tmp_path / "within"
+    rep = run_evaluation(_settings(out, split_path, tiny_predictor_dir, methods=["test_colour"], per_class=1,
+                                   relations=["within"], fig_s11=False))
+    rows = read_csv(out / "results.csv")
+    assert len(rows) == 8 * 3 and {r["relation"] for r in rows} == {"within"}
+    assert (out / "table1_within.md").exists() and not (out / "table1_cross.md").exists()
+
+    out = tmp_path / "multi"
+    run_evaluation(_settings(out, split_path, tiny_predictor_dir, methods=["test_colour"], per_class=1,
+                             targets=["awe:0.5,excitement:0.5", "fear:0.5,sadness:0.5"], fig_s11=False))
+    rows = read_csv(out / "results.csv")
+    assert len(rows) == 16 and {r["target_name"] for r in rows} == {"awe50-excitement50", "fear50-sadness50"}
+
+    folder = tmp_path / "coco"
+    folder.mkdir()
+    for p in sorted((emoset / "image" / "awe").glob("*.jpg"))[:2]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "neutral"
+    rep = run_evaluation(_settings(out, None, tiny_predictor_dir, methods=["test_colour"], source_folder=str(folder),
+                                   fig_s11=False))
+    rows = read_csv(out / "results.csv")
+    assert rep["num_jobs"] == 16 and {r["relation"] for r in rows} == {"neutral"}
+    assert (out / "table1_neutral.md").exists()
+
+
+def test_cli_tiny_config(toy_split, tiny_predictor_dir, tmp_path):
+    split_path, _ = toy_split
+    cmd = [sys.executable, str(ROOT / "scripts/evaluate.py"), "--config", str(ROOT / "configs/eval_tiny.yaml"),
+           "--split", str(split_path), "--predictor", str(tiny_predictor_dir), "--methods", "identity",
+           "--per_class", "1", "--out", str(tmp_path / "cli")]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "56 jobs" in res.stdout and (tmp_path / "cli" / "table1_cross.md").exists()
+    bad = subprocess.run(cmd[:-2] + ["--split", str(tmp_path / "nope.json"), "--out", str(tmp_path / "cli2")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "make_test_split.py" in bad.stderr and "Traceback" not in bad.stderr

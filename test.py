@@ -56,11 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=1, help="jobs edited together (continuous batching)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", help="auto (float16 on CUDA, as official), float32, float16, bfloat16")
-    p.add_argument("--save_strip", action="store_true", help="also save a strip of every iteration per job")
-    p.add_argument("--save_candidates", action="store_true", help="also save every iteration's image")
-    p.add_argument("--tiny", action=argparse.BooleanOptionalAction, default=False,
+    flag = dict(action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--save_strip", **flag, help="also save a strip of every iteration per job")
+    p.add_argument("--save_candidates", **flag, help="also save every iteration's image")
+    p.add_argument("--tiny", **flag,
                    help="write random-weight tiny model/predictor/demo images where missing (CPU smoke test)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", **flag, help="no progress bar")
     return p
 
 

@@ -22,7 +22,7 @@ import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ from torch import nn
 from . import checkpoint as ckpt
 from .constants import (BATCH_SIZE, EMOPAIR_JSON, EMOPAIR_ROOT, EMOPAIR_SUBSETS, EMOTION_ENCODER_HIDDEN,
                         EMOTION_INPUTS, IMAGE_SIZE, IP2P_HUB_ID, LAMBDA_EMB, LATENT_SCALE, LEARNING_RATE,
-                        NUM_TRAIN_TIMESTEPS, TEXT_SEQ_LEN, VAE_INPUT_RANGES)
+                        NUM_INFERENCE_STEPS, TEXT_SEQ_LEN, VAE_INPUT_RANGES)
 from .emotions import emotion_input
 from .errors import EmoEditorError
 from .latent_cache import target_posterior
@@ -46,7 +46,6 @@ CHECKPOINT_EVERY = 1000
 KEEP_LAST = 3
 LOG_EVERY = 10
 IMAGE_EVERY = 10000  # official: a strip and a checkpoint every 10000 iterations
-PREVIEW_TIMESTEP = 500  # noise level of the single-step x0 preview
 ADAM_EPS = 1e-8  # official: 1e-3, a workaround for its pure-fp16 Adam
 OFFICIAL_ADAM_EPS = 1e-3
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
@@ -125,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint and exit at this step without exporting (a job with a time limit)")
     g.add_argument("--log_every", type=int, default=LOG_EVERY)
     g.add_argument("--image_every", type=int, default=IMAGE_EVERY, help="image strip every N steps (0 = never)")
-    g.add_argument("--preview_steps", type=int, default=10, help="denoising steps of the image strip's edit")
+    g.add_argument("--preview_steps", type=int, default=NUM_INFERENCE_STEPS, help="DDIM steps of the image strip's edit")
     g.add_argument("--no_progress", action="store_true")
     return p
 
@@ -320,39 +319,33 @@ def to_model_inputs(batch: dict, frozen: dict, args, device) -> dict:
 
 # ---------------------------------------------------------------------------------------- previews
 @torch.no_grad()
-def preview_strip(model, noise_scheduler, vae, batch: dict, inputs: dict, args, seed: int) -> torch.Tensor:
-    """(3, S, 3S) source | edit | target for the first pair of a batch.
+def preview_strip(model, vae, batch: dict, inputs: dict, args, seed: int) -> torch.Tensor:
+    """(3, S, 3S) source | edit | target for the first pair of a batch, as the official strips.
 
-    The edit is a short DDIM run started, as at inference, from the source latent noised to a
-    fixed level (no iterative critic): a cheap look at what the model does, not the evaluation.
+    The edit is one EmoEditorPipeline call (the inference edit, no iterative critic) with the
+    weights being trained; from cached latents the source and target shown are VAE reconstructions.
     """
-    from .models.components import sd_v1_ddim_scheduler
     from .models.latents import decode_latents
+    from .models.components import sd_v1_ddim_scheduler
+    from .pipeline import EmoEditorPipeline
 
     device = inputs["source_latent"].device
-    cond = inputs["source_latent"][:1]
-    emotion = inputs["emotion"][:1]
-    moments = inputs["target_moments"][:1]
-    gen = torch.Generator(device=device).manual_seed(mix_seed(seed, 2))
     if "source" in batch:
         source, target = batch["source"][:1].float().to(device), batch["target"][:1].float().to(device)
-    else:  # cached latents: show the VAE reconstructions
-        source = decode_latents(vae, cond * LATENT_SCALE)
-        source = torch.nn.functional.interpolate(source, size=(args.image_size, args.image_size))
-        target = decode_latents(vae, target_posterior(moments).mode() * LATENT_SCALE)
-        target = torch.nn.functional.interpolate(target, size=(args.image_size, args.image_size))
-    scheduler = sd_v1_ddim_scheduler()
-    scheduler.set_timesteps(max(1, args.preview_steps))
-    start = [t for t in scheduler.timesteps if t <= PREVIEW_TIMESTEP]
-    z0 = cond * LATENT_SCALE
-    noise = torch.randn(z0.shape, generator=gen, device=device, dtype=z0.dtype)
-    z = noise_scheduler.add_noise(z0, noise, start[0].reshape(1).to(device))
-    for t in start:
-        eps, _ = model(z, t.reshape(1).to(device), cond, emotion)
-        z = scheduler.step(eps.float(), t, z).prev_sample
-    edit = decode_latents(vae, z)
-    edit = torch.nn.functional.interpolate(edit, size=source.shape[-2:])
-    return torch.cat([source.clamp(0, 1), edit, target.clamp(0, 1)], dim=3)[0].cpu()
+    else:
+        size = (args.image_size, args.image_size)
+        source = F.interpolate(decode_latents(vae, inputs["source_latent"][:1] * LATENT_SCALE), size=size)
+        target = F.interpolate(decode_latents(vae, target_posterior(inputs["target_moments"][:1]).mode()
+                                              * LATENT_SCALE), size=size)
+    pipe = EmoEditorPipeline(unet=model.unet, vae=vae, scheduler=sd_v1_ddim_scheduler(),
+                             emotion_encoder=model.emotion_encoder, emotion_input=args.emotion_input,
+                             vae_input_range=args.vae_input_range, lambda_emb=args.lambda_emb,
+                             cond_dropout=args.cond_dropout)
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator(device=device).manual_seed(mix_seed(seed, 2))
+    edit = pipe(source, inputs["emotion"][:1], generator=generator,
+                num_inference_steps=args.preview_steps).images.float()
+    return torch.cat([source.clamp(0, 1), edit.to(device), target.clamp(0, 1)], dim=3)[0].cpu()
 
 
 # ------------------------------------------------------------------------------------------ export
@@ -603,7 +596,7 @@ def train(args: argparse.Namespace) -> Optional[Path]:
                 t_last, samples_since = now, 0
             if args.image_every and step % args.image_every == 0 and accelerator.is_main_process:
                 raw_model.eval()
-                strip = preview_strip(raw_model, noise_scheduler, frozen["vae"], batch, inputs, args, args.random_seed)
+                strip = preview_strip(raw_model, frozen["vae"], batch, inputs, args, args.random_seed)
                 raw_model.train()
                 name = f"epoch{epoch:03d}_iter{step}_{batch['transition'][0]}.png".replace(" ", "_")
                 save_image(strip, train_save_dir / "images" / name)

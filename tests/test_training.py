@@ -20,7 +20,7 @@ def make_args(tmp_path, tiny_base_dir, toy_emopair, name="run", **overrides):
               encoder_hidden=list(TINY_ENCODER_HIDDEN), batch_size=4, num_workers=0, cpu=True,
               mixed_precision="no", learning_rate=1e-3, save_model_dir=str(tmp_path / name / "models"),
               train_save_dir=str(tmp_path / name / "logs"), no_progress=True, log_every=1, image_every=0,
-              checkpoint_every=0, max_steps=2)
+              checkpoint_every=0, max_steps=2, preview_steps=4)
     kw.update(overrides)
     return training.default_args(**kw)
 
@@ -162,7 +162,7 @@ def test_loss_decreases_and_export_loads(tmp_path, tiny_base_dir, toy_emopair):
 
 
 def test_lambda_zero_run_logs_loss_equal_l_noise(tmp_path, tiny_base_dir, toy_emopair):
-    args = make_args(tmp_path, tiny_base_dir, toy_emopair, lambda_emb=0.0, max_steps=2)
+    args = make_args(tmp_path, tiny_base_dir, toy_emopair, lambda_emb=0.0, max_steps=2, gradient_checkpointing=True)
     training.train(args)
     assert scalars(args, "loss") == scalars(args, "l_noise")
     assert min(scalars(args, "l_emb")) > 0
@@ -209,10 +209,12 @@ def test_same_seed_same_weights_other_seed_differs(tmp_path, tiny_base_dir, toy_
 def test_cached_and_uncached_training_give_the_same_loss(tmp_path, tiny_base_dir, toy_emopair):
     plain = make_args(tmp_path, tiny_base_dir, toy_emopair, "plain", max_steps=3)
     cached = make_args(tmp_path, tiny_base_dir, toy_emopair, "cached", max_steps=3,
-                       latent_cache=str(tmp_path / "cache"), cache_shard_size=10, cache_batch_size=3)
+                       latent_cache=str(tmp_path / "cache"), cache_shard_size=10, cache_batch_size=3,
+                       image_every=3)
     training.train(plain)
     training.train(cached)
     assert (tmp_path / "cache" / "shard_00002.safetensors").exists()
+    assert len(list((tmp_path / "cached" / "logs" / "images").glob("*.png"))) == 1  # strip from latents
     for tag in ("loss", "l_noise", "l_emb"):
         torch.testing.assert_close(torch.tensor(scalars(cached, tag)), torch.tensor(scalars(plain, tag)),
                                    rtol=1e-5, atol=1e-6)

@@ -1,4 +1,11 @@
-"""Train EmoEditor on EmoPair: `python train.py --config configs/paper.yaml` (or accelerate launch train.py ...)."""
+"""Train EmoEditor on EmoPair (paper Sec. 3.2); the loop is emoeditor.training.train.
+
+    python train.py --config configs/paper.yaml                      # one GPU
+    accelerate launch --num_processes 2 train.py --config configs/paper.yaml
+    accelerate launch --multi_gpu --num_processes 2 train.py --cpu ...   # 2 CPU processes (gloo)
+    python train.py --config configs/paper.yaml --resume latest      # continue a run
+    python train.py --config configs/tiny.yaml                       # minutes on CPU (see the preset)
+"""
 
 from emoeditor.config import parse_args, run_cli
 from emoeditor.training import build_parser, train

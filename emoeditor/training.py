@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max_epoch", type=int, default=MAX_EPOCH)
     g.add_argument("--max_steps", type=int, default=None, help="overrides --max_epoch")
     g.add_argument("--max_grad_norm", type=float, default=None, help="clip the gradient norm (off by default)")
-    g.add_argument("--random_seed", type=int, default=0)
+    g.add_argument("--random_seed", type=int, default=0,
+                   help="data order, initial encoder weights and every step's noise (official default: unseeded)")
     g.add_argument("--mixed_precision", default="auto", choices=MIXED_PRECISION,
                    help="auto = bf16 autocast on a GPU that has it, else fp32; master weights stay fp32")
     g.add_argument("--gradient_checkpointing", action="store_true")
@@ -119,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--export_dir", default=None, help="exported pipeline folder (default: SAVE_MODEL_DIR/model)")
     g.add_argument("--checkpoint_every", type=int, default=CHECKPOINT_EVERY)
     g.add_argument("--keep_last", type=int, default=KEEP_LAST, help="checkpoints kept (0 = all)")
-    g.add_argument("--resume", default=None, help="'latest' or a checkpoint folder")
+    g.add_argument("--resume", default=None,
+                   help="'latest', a checkpoint folder, or 'auto' (latest if any, else start fresh)")
     g.add_argument("--stop_at_step", type=int, default=None,
                    help="checkpoint and exit at this step without exporting (a job with a time limit)")
     g.add_argument("--log_every", type=int, default=LOG_EVERY)
@@ -436,8 +438,11 @@ def train(args: argparse.Namespace) -> Optional[Path]:
 
     # 1. Accelerator, resume state, argument checks.
     resume_weights = resume_state = None
-    if args.resume:
-        resume_path = ckpt.resolve_checkpoint(args.resume, args.save_model_dir)
+    resume = args.resume
+    if resume == "auto":  # a job that may be preempted: resume if there is anything to resume
+        resume = "latest" if ckpt.list_checkpoints(ckpt.checkpoint_root(args.save_model_dir)) else None
+    if resume:
+        resume_path = ckpt.resolve_checkpoint(resume, args.save_model_dir)
         resume_weights, resume_state = ckpt.load_checkpoint(resume_path)
         saved = resume_state["args"]
         changed = {k: (saved.get(k), ckpt.plain(getattr(args, k))) for k in MODEL_ARGS
@@ -561,8 +566,11 @@ def train(args: argparse.Namespace) -> Optional[Path]:
                 sums += torch.stack([t.detach().float() for t in terms]) / accum
             grad_norm = accelerator.clip_grad_norm_(params, args.max_grad_norm or math.inf)
             flag = torch.tensor([float(finite and bool(torch.isfinite(grad_norm)))], device=device)
-            if bool(accelerator.gather(flag).min() > 0):
-                optimizer.step()
+            updated = bool(accelerator.gather(flag).min() > 0)
+            if updated or accelerator.mixed_precision == "fp16":
+                optimizer.step()  # under fp16 the grad scaler skips inf steps itself and lowers its scale
+                updated = not optimizer.step_was_skipped
+            if updated:
                 lr_scheduler.step()
                 if ema is not None:
                     ema.step(raw_model.parameters())

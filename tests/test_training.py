@@ -122,8 +122,6 @@ def test_rank_micro_batches_partition_the_global_batch():
 
 
 def test_loss_decreases_and_export_loads(tmp_path, tiny_base_dir, toy_emopair):
-    from emoeditor.pipeline import EmoEditorPipeline
-
     args = make_args(tmp_path, tiny_base_dir, toy_emopair, max_steps=36, image_every=18, checkpoint_every=12,
                      keep_last=2, cond_dropout=0.1, emotion_input="onehot")
     export = training.train(args)
@@ -148,8 +146,9 @@ def test_loss_decreases_and_export_loads(tmp_path, tiny_base_dir, toy_emopair):
     weights, state = ckpt.load_checkpoint(root / "step_00000036")
     assert state["args"]["emotion_input"] == "onehot" and state["step"] == 36 and state["epoch"] == 6
 
-    # The export is a diffusers folder whose config records the training choices.
-    pipe = EmoEditorPipeline.from_pretrained(export)
+    # The export is a diffusers folder whose config records the training choices, loaded as test.py does.
+    from emoeditor.inference import load_model
+    pipe = load_model(export)
     assert pipe.config.emotion_input == "onehot" and pipe.config.cond_dropout == 0.1
     assert pipe.config.lambda_emb == 0.5 and pipe.config.vae_input_range == "minus_one_one"
     assert pipe.emotion_encoder.config.learned_null
@@ -159,6 +158,9 @@ def test_loss_decreases_and_export_loads(tmp_path, tiny_base_dir, toy_emopair):
     torch.testing.assert_close(pipe.unet.conv_in.weight, weights["unet.conv_in.weight"], rtol=0, atol=0)
     summary = json.loads((export / "training_summary.json").read_text())
     assert summary["rank_weight_digests"] == [training.weights_digest(weights)]
+    edit = pipe(torch.rand(1, 3, 64, 64), torch.eye(8)[:1], generator=torch.Generator().manual_seed(0),
+                num_inference_steps=2).images
+    assert edit.shape == (1, 3, 64, 64) and 0 <= float(edit.min()) <= float(edit.max()) <= 1
 
 
 def test_lambda_zero_run_logs_loss_equal_l_noise(tmp_path, tiny_base_dir, toy_emopair):
@@ -173,10 +175,10 @@ def test_resume_is_bit_exact(tmp_path, tiny_base_dir, toy_emopair):
                   lr_warmup_steps=2, cond_dropout=0.2, checkpoint_every=3, max_grad_norm=1.0)
     straight = make_args(tmp_path, tiny_base_dir, toy_emopair, "straight", **common)
     training.train(straight)
-    killed = make_args(tmp_path, tiny_base_dir, toy_emopair, "resumed", stop_at_step=3, **common)
+    killed = make_args(tmp_path, tiny_base_dir, toy_emopair, "resumed", stop_at_step=3, resume="auto", **common)
     assert training.train(killed) is None
     assert not (tmp_path / "resumed" / "models" / "model").exists()
-    resumed = make_args(tmp_path, tiny_base_dir, toy_emopair, "resumed", resume="latest", **common)
+    resumed = make_args(tmp_path, tiny_base_dir, toy_emopair, "resumed", resume="auto", **common)
     training.train(resumed)
 
     a, b = final_weights(straight), final_weights(resumed)

@@ -245,7 +245,8 @@ class EmoEditorPipeline(DiffusionPipeline):
         dist = latent_dist(self.vae, images.to(device), vae_input_range)
         sampled = sample_latents(dist, gen).float()
         latents = sampled if image_latents is None else image_latents.to(device=device, dtype=torch.float32)
-        if latents.shape[0] != batch_size or condition_latents.shape[-2:] != latents.shape[-2:]:
+        if condition_latents.shape[0] != batch_size or condition_latents.shape[-2:] != latents.shape[-2:] \
+                or latents.shape != sampled.shape:
             raise PipelineInputError(f"condition/image latents {tuple(condition_latents.shape)} / "
                                      f"{tuple(latents.shape)} do not match the images {tuple(images.shape)}")
 

@@ -208,3 +208,10 @@ def test_bad_inputs_name_the_argument(pipe, kwargs, match):
     args.update(kwargs)
     with pytest.raises(EmoEditorError, match=match):
         pipe(**args)
+
+
+def test_condition_latents_of_the_wrong_batch_are_refused(pipe, inputs):
+    images, emotions = inputs
+    cond = pipe.encode_condition(images[:2])
+    with pytest.raises(EmoEditorError, match="condition/image latents"):
+        pipe(images, emotions, condition_latents=cond, generator=gens(1, 2, 3), num_inference_steps=2)

@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--chunk_size", type=int, default=32, help="jobs per Editor call (resume granularity)")
     g.add_argument("--no_candidates", dest="keep_candidates", action="store_false",
                    help="do not keep every iteration's candidate (saves disk; no Fig. S11)")
+    g.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                   help="EmoEditor weights dtype (default float32; the official test.py runs float16)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: accelerate's device)")
     g.add_argument("--skip_generation", action="store_true", help="score only what is already on disk")
     g = p.add_argument_group("metrics and report")

@@ -118,20 +118,14 @@ def test_method_specs():
 
 
 def test_returned_at_replays_the_critic():
-    # paper policy: accepted at iteration 2 -> k=1 falls back to candidate 0, k>=2 returns 2? no: 1-indexed k
-    def it(conf, top_target):
-        probs = [0.0] * 8
-        probs[0 if top_target else 1] = max(conf, 1 - conf) if not top_target else conf
-        if top_target:
-            probs[1] = 1 - conf
-        else:
-            probs[0] = conf
-            probs[1] = 1 - conf
-        return {"ssim": 0.5, "probs": probs}
-    trace = {"critic": "paper", "thresholds": {"ssim_low": 0.3, "ssim_high": 0.8, "confidence": 0.8, "num_loop": 5},
+    def it(p_target):  # target class 0 is the top class iff p_target > 0.5
+        return {"ssim": 0.5, "probs": [p_target, 1 - p_target] + [0.0] * 6}
+    trace = {"critic": "paper", "thresholds": {"ssim_low": 0.3, "ssim_high": 0.8, "confidence": 0.8, "num_loop": 5,
+                                               "confidence_mode": "support"},
              "target": [1.0] + [0.0] * 7, "source_probs": [0.125] * 8,
-             "iterations": [it(0.3, False), it(0.45, False), it(0.9, True)], "returned": 2}
-    assert [returned_at(trace, k) for k in (1, 2, 3, 4, 5)] == [0, 1, 2, 2, 2]
+             "iterations": [it(0.3), it(0.45), it(0.9)], "returned": 2}
+    # k=1: the only candidate; k=2: the better of two; k>=3: accepted at the third (the run stopped there)
+    assert [returned_at(trace, k) for k in (1, 2, 3, 4, 5, 9)] == [0, 1, 2, 2, 2, 2]
 
 
 def test_evaluate_end_to_end_resume_and_bad_input(toy_split, tiny_predictor_dir, tmp_path):
@@ -279,3 +273,49 @@ def test_cli_tiny_config(toy_split, tiny_predictor_dir, tmp_path):
     bad = subprocess.run(cmd[:-2] + ["--split", str(tmp_path / "nope.json"), "--out", str(tmp_path / "cli2")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "make_test_split.py" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tiny_base_dir, tmp_path_factory):
+    """A tiny exported EmoEditor (random weights) in the layout --model expects."""
+    from emoeditor.models.components import load_base_components
+    from emoeditor.pipeline import EmoEditorPipeline
+    from emoeditor.tiny import tiny_emotion_encoder
+    pipe = EmoEditorPipeline(emotion_encoder=tiny_emotion_encoder(0), **load_base_components(tiny_base_dir, text=False))
+    folder = tmp_path_factory.mktemp("tiny_emoeditor")
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def test_cli_tiny_emoeditor_tables_fig_s11_and_rerun(toy_split, tiny_predictor_dir, tiny_model_dir, tmp_path):
+    """Done-criterion of the issue: the tiny default writes every table and plot, and a rerun computes nothing."""
+    split_path, _ = toy_split
+    out = tmp_path / "cli"
+    cmd = [sys.executable, str(ROOT / "scripts/evaluate.py"), "--config", str(ROOT / "configs/eval_tiny.yaml"),
+           "--split", str(split_path), "--predictor", str(tiny_predictor_dir), "--model", str(tiny_model_dir),
+           "--methods", "ours", "wo_P", "official=ours_official", "identity",
+           "--per_class", "1", "--targets", "awe", "fear", "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "14 jobs" in res.stdout and "ours: 14 edited" in res.stdout
+    for name in ("results.csv", "table1_cross.md", "table1_cross.tex", "table1_within.csv", "bars.png",
+                 "per_emotion.csv", "grid_ours.png", "grid_wo_P.png", "fig_s11.png", "fig_s11.csv", "report.json"):
+        assert (out / name).is_file(), name
+    table = {r["method"]: r for r in read_csv(out / "table1_cross.csv")}
+    assert table["ours"]["paper_row"] == "Ours" and float(table["wo_P"]["paper_EMR"]) == 5.06
+    curves = read_csv(out / "fig_s11.csv")
+    for method in ("ours", "official"):
+        mine = {int(r["k"]): r for r in curves if r["method"] == method and r["relation"] == "cross"}
+        assert sorted(mine) == [1, 2, 3]  # eval_tiny.yaml: num_loop 3
+        for col in ("EMR", "ESR", "ENRD", "ESS"):
+            assert float(mine[3][col]) == pytest.approx(float(table[method][col]))
+    assert not any(r["method"] == "wo_P" for r in curves)  # one pass: no iterations to ablate
+    traces = [json.loads(p.read_text()) for p in (out / "ours" / "traces").glob("*.json")]
+    assert len(traces) == 14 and all(len(t["candidate_files"]) == len(t["iterations"]) for t in traces)
+
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    for label, st in report["methods"].items():
+        assert (st["generated"], st["scored"], st["candidates_scored"]) == (0, 0, 0), label
+        assert st["cached"] == 14 and st["scored_cached"] == 14

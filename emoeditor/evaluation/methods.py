@@ -146,10 +146,16 @@ def _bool(value: str) -> bool:
     raise MethodError(f"expected a boolean (true/false), got {value!r}")
 
 
+CRITIC_OPTIONS = ("critic", "num_loop", "ssim_low", "ssim_high", "confidence", "confidence_mode", "direction_probs")
+
+
 @register_editor("emoeditor", paper_row="Ours")
 def _emoeditor(options: dict, context: MethodContext) -> Editor:
-    """EmoEditor with the batched critic loop. Options: model, predictor, critic, num_loop,
-    num_inference_steps, batch_size, keep_candidates, and any keyword EmoEditorEditor.from_pretrained takes."""
+    """EmoEditor with the batched critic loop. Options: model, predictor, the critic's (critic,
+    num_loop, ssim_low, ssim_high, confidence, confidence_mode, direction_probs), dtype, and any
+    keyword of EmoEditorEditor (num_inference_steps, emotion_input, guidance_scale, batch_size, ...)."""
+    from ..constants import NUM_LOOP
+    from ..critic import CriticConfig
     from ..emoeditor_editor import EmoEditorEditor
 
     opts = dict(options)
@@ -157,16 +163,31 @@ def _emoeditor(options: dict, context: MethodContext) -> Editor:
     predictor = opts.pop("predictor", None) or context.predictor
     if model is None:
         raise MethodError("EmoEditor needs a model folder: pass --model or :model=<folder>")
-    kwargs = dict(critic=opts.pop("critic", context.critic),
-                  batch_size=int(opts.pop("batch_size", context.batch_size)),
+    if predictor is None:
+        raise MethodError("EmoEditor needs the emotion predictor for its critic: pass --predictor")
+    critic = {k: _typed(opts.pop(k)) for k in CRITIC_OPTIONS if k in opts}
+    critic.setdefault("critic", context.critic)
+    critic.setdefault("num_loop", context.num_loop or NUM_LOOP)
+    kwargs = dict(batch_size=int(opts.pop("batch_size", context.batch_size)),
                   keep_candidates=_bool(opts.pop("keep_candidates", context.keep_candidates)))
-    for key in ("num_loop", "num_inference_steps"):
-        value = opts.pop(key, getattr(context, key))
-        if value is not None:
-            kwargs[key] = int(value)
+    steps = opts.pop("num_inference_steps", context.num_inference_steps)
+    if steps is not None:
+        kwargs["num_inference_steps"] = int(steps)
+    dtype = opts.pop("dtype", context.extra.get("dtype"))
+    if dtype:
+        if dtype not in DTYPES:
+            raise MethodError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+        kwargs["torch_dtype"] = DTYPES[dtype]
     for key, value in opts.items():  # anything else goes through as a typed keyword
         kwargs[key] = _typed(value)
-    return EmoEditorEditor.from_pretrained(model, predictor=predictor, device=context.device, **kwargs)
+    try:
+        config = CriticConfig(**critic)
+    except (TypeError, ValueError) as exc:
+        raise MethodError(f"EmoEditor critic options {critic}: {exc}") from None
+    return EmoEditorEditor.from_pretrained(model, predictor, device=context.device, critic=config, **kwargs)
+
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def _typed(value: str):

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..constants import (BOOTSTRAP_RESAMPLES, CANNY_THRESHOLDS, CI_LEVEL, EMOTIONS, IMAGE_SIZE, RELATIONS,
                          TEST_SPLIT_JSON)
-from ..critic import SOURCE_INDEX, CriticConfig, JobCritic
+from ..critic import SOURCE_INDEX, replay
 from ..errors import EmoEditorError, ImageLoadError
 from ..imageio import load_image, open_image, pil_to_tensor, save_image
 from .methods import MethodContext, MethodSpec, parse_methods
@@ -57,6 +57,7 @@ class EvalSettings:
     num_inference_steps: Optional[int] = None
     batch_size: int = 8
     keep_candidates: bool = True
+    dtype: Optional[str] = None  # EmoEditor weights: float32 (default), float16, bfloat16
     # metrics
     metric_size: Optional[int] = IMAGE_SIZE
     metric_batch_size: int = 32
@@ -419,18 +420,8 @@ def _trace_summary(store: MethodStore, job: Job) -> dict:
 
 def returned_at(trace: dict, k: int) -> int:
     """Index of the candidate the critic would have returned with at most `k` iterations
-    (SOURCE_INDEX for the source), by replaying the trace's observations through a fresh critic.
-    Exact because the first k iterations of a longer run are the same edits."""
-    th = trace["thresholds"]
-    config = CriticConfig(critic=trace["critic"], num_loop=k, ssim_low=th["ssim_low"], ssim_high=th["ssim_high"],
-                          confidence=th["confidence"], confidence_mode=th.get("confidence_mode", "support"))
-    critic = JobCritic(config, torch.tensor(trace["target"]), torch.tensor(trace["source_probs"]))
-    for it in trace["iterations"]:
-        critic.observe(it["ssim"], torch.tensor(it["probs"]))
-        if critic.done:
-            return critic.returned
-    raise ValueError(f"trace of {trace.get('name', '?')} ends after {len(trace['iterations'])} iterations "
-                     f"without a decision at k={k}")
+    (SOURCE_INDEX: the source). Exact: the first k iterations of a longer run are the same edits."""
+    return replay(trace, min(k, trace["thresholds"]["num_loop"])).returned
 
 
 def iteration_curves(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store: MethodStore, predictor,
@@ -618,7 +609,7 @@ def run_evaluation(settings: EvalSettings) -> dict:
     context = MethodContext(device=device, model=settings.model, predictor=settings.predictor,
                             critic=settings.critic, num_loop=settings.num_loop,
                             num_inference_steps=settings.num_inference_steps, batch_size=settings.batch_size,
-                            keep_candidates=settings.keep_candidates)
+                            keep_candidates=settings.keep_candidates, extra={"dtype": settings.dtype})
     all_stats = {}
     for spec in specs:
         store = MethodStore(out, spec.label)

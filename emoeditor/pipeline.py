@@ -251,7 +251,9 @@ class EmoEditorPipeline(DiffusionPipeline):
                                      f"{tuple(latents.shape)} do not match the images {tuple(images.shape)}")
 
         # 4. Prepare latents: noise once at each row's first timestep
-        drawn_noise = randn_tensor(latents.shape, generator=gen, device=device, dtype=torch.float32)
+        # Drawn in the VAE's dtype like the official randn_like(latents), so the same generator
+        # gives the official noise in a half-precision run too; the denoising loop runs in float32.
+        drawn_noise = randn_tensor(latents.shape, generator=gen, device=device, dtype=self.vae.dtype)
         if noise is None:
             noise = drawn_noise
         elif noise.shape != latents.shape:

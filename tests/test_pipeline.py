@@ -117,10 +117,12 @@ def test_replay_with_explicit_start_and_noise(pipe, inputs):
     assert not torch.equal(other.images, original.images)
 
 
-def test_edit_matches_an_independent_official_style_computation(pipe, inputs):
-    """Re-derive one edit with the scheduler mutated the official way, one image at a time."""
+@pytest.mark.parametrize("as_list", [True, False])
+def test_edit_matches_an_independent_official_style_computation(pipe, inputs, as_list):
+    """Re-derive one edit as official ip2p.py does it (scheduler mutated, draws T, sample, noise)."""
     images, emotions = inputs
-    out = pipe(images[:1], emotions[:1], generator=gens(3), num_inference_steps=STEPS)
+    generator = gens(3) if as_list else torch.Generator().manual_seed(3)
+    out = pipe(images[:1], emotions[:1], generator=generator, num_inference_steps=STEPS)
     g = torch.Generator().manual_seed(3)
     start = int(torch.randint(700, 981, (1,), generator=g))
     assert start == out.start_timesteps.item()

@@ -336,9 +336,15 @@ def gdown_fetch(url: str, dest: Path, name: str) -> None:
         if not match:
             raise MissingWeightsError(f"{name} is not in the Drive folder {url} (it holds "
                                       f"{', '.join(Path(f.path).name for f in listing) or 'nothing visible'})")
-        gdown.download(id=match[0].id, output=str(dest), resume=True, retries=3)
+        file_id = match[0].id
     else:
-        gdown.download(url=url, output=str(dest), resume=True, retries=3, fuzzy=True)
+        found = re.search(r"/d/([\w-]+)", url) or re.search(r"[?&]id=([\w-]+)", url)
+        if not found:
+            raise EmoEditorError(f"cannot read a Google Drive file id from {url}")
+        file_id = found.group(1)
+    # resume=True continues gdown's own partial file (<dest>XXXXXXXX.part) from an interrupted run.
+    if gdown.download(id=file_id, output=str(dest), resume=True) is None:
+        raise MissingWeightsError(f"Google Drive refused {name} ({url}); try later or download it by hand")
 
 
 def download_base(local_dir: str | Path = IP2P_LOCAL_DIR, hub_id: str = IP2P_HUB_ID, config_only: bool = False,

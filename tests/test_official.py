@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -288,3 +289,32 @@ def test_download_script_end_to_end(tmp_path, monkeypatch, capsys):
     load_script("download_weights").main(["--root", str(tmp_path / "repo"), "--parts", "models"])
     assert "model/model_emoenc.pt: downloaded" in capsys.readouterr().out
     assert (tmp_path / "repo" / "model" / "model_emoenc.pt").read_bytes() == payload
+
+
+def test_gdown_fetch_finds_the_file_in_a_drive_folder(tmp_path, monkeypatch):
+    calls = []
+
+    class FakeGdown:
+        @staticmethod
+        def download_folder(url, skip_download, quiet):
+            assert skip_download and url == official.OFFICIAL_DOWNLOADS["models"]
+            item = type("Item", (), {})
+            files = []
+            for file_id, path in (("id-enc", "model/model_emoenc.pt"), ("id-unet", "model/model_ip2p.pt")):
+                f = item()
+                f.id, f.path = file_id, path
+                files.append(f)
+            return files
+
+        @staticmethod
+        def download(id, output, resume):
+            calls.append((id, Path(output).name, resume))
+            Path(output).write_bytes(b"x")
+            return output
+
+    monkeypatch.setitem(sys.modules, "gdown", FakeGdown)
+    official.gdown_fetch(official.OFFICIAL_DOWNLOADS["models"], tmp_path / "a.download", "model_ip2p.pt")
+    official.gdown_fetch(official.OFFICIAL_DOWNLOADS["emo_predictor"], tmp_path / "b.download", "emo_predictor.pt")
+    assert calls == [("id-unet", "a.download", True), ("1LWcj-ENbgqefXjuz2aVB8ynzUpnQYnim", "b.download", True)]
+    with pytest.raises(MissingWeightsError, match="model_emoenc.pt, model_ip2p.pt"):
+        official.gdown_fetch(official.OFFICIAL_DOWNLOADS["models"], tmp_path / "c.download", "other.pt")

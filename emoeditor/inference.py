@@ -10,7 +10,8 @@ its row's generator. Kernels, however, pick their summation order by tensor shap
 batch of 16 differs from the same row alone by ~1e-6), so every model call is padded to exactly
 `batch_size` rows (`pad_batches=True`): a job's output is then bit-identical whatever else is in
 its batch, whatever the queue order and however many processes share the run, for a given
-`batch_size`. Across different `batch_size` values results agree to float rounding only.
+`batch_size`, device, dtype and (on CPU) thread count. Across different `batch_size` values
+results agree to float rounding only.
 
 The edit itself is duck-typed (`EditBackend`): anything with ``encode_condition(images)`` and
 ``edit(images, emotion_inputs, condition, generators) -> (images, start_timesteps)``. The real
@@ -311,10 +312,15 @@ def parse_target_spec(spec: str) -> Optional[torch.Tensor]:
     return parse_target(spec)
 
 
-def _single_process():
+def _process_state(device_spec: str):
+    """accelerate's view of this process (rank/world under `accelerate launch` or torchrun, else 1 process).
+
+    On machines without CUDA (or with --device cpu) accelerate only forms a multi-process group
+    when asked for CPU explicitly.
+    """
     from accelerate import PartialState
 
-    return PartialState()
+    return PartialState(cpu=device_spec == "cpu" or not torch.cuda.is_available())
 
 
 def write_tiny_assets(model_dir: str | Path, predictor_path: str | Path, input_path: Optional[str | Path] = None,
@@ -432,7 +438,7 @@ def run_inference(args, process=None) -> dict:
     if args.random_seed is None:
         args.random_seed = int.from_bytes(os.urandom(4), "little") % 100000
         print(f"random_seed: {args.random_seed}")
-    process = process or _single_process()
+    process = process or _process_state(args.device)
     rank, world = process.process_index, process.num_processes
     device = resolve_device(args.device, process)
     dtype = resolve_dtype(args.dtype, device)
@@ -448,6 +454,9 @@ def run_inference(args, process=None) -> dict:
         diffusers_logging.disable_progress_bar()
     predictor = load_predictor(args.predictor_path, device=device)  # small: fail fast on a bad path
     pipe = load_model(args.model_dir, args.base_model, dtype, device)
+    if args.compile:  # pays off on long GPU runs: every call has the same (padded) batch shape
+        pipe.unet = torch.compile(pipe.unet)
+        predictor.net = torch.compile(predictor.net)
     keep = bool(args.save_strip or args.save_candidates)
     engine = build_engine(pipe, predictor, args, device, keep_candidates=keep)
 
@@ -489,5 +498,6 @@ def run_inference(args, process=None) -> dict:
         summary_path = out_dir / SUMMARY_CSV
     if not rows and skipped:
         raise ImageLoadError("no input could be used: " + "; ".join(reason for _, reason in skipped))
-    print(f"{len(rows)} edits written to {out_dir} ({summary_path.name}); {len(skipped)} input(s) skipped")
+    who = f"[process {rank}/{world}] " if world > 1 else ""
+    print(f"{who}{len(rows)} edits written to {out_dir} ({summary_path.name}); {len(skipped)} input(s) skipped")
     return {"done": len(rows), "skipped": list(skipped), "rows": rows, "summary": summary_path, "out_dir": out_dir}

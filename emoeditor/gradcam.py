@@ -43,13 +43,15 @@ def emotion_cam(predictor: EmotionPredictor | torch.nn.Module, images01: torch.T
             raise ValueError(f"{len(classes)} target classes for {images01.shape[0]} images")
         targets = [ClassifierOutputTarget(int(c)) for c in classes]
     param = next(predictor.parameters())
-    # P is usually frozen (requires_grad False); a grad-requiring input makes layer4's output
-    # carry a gradient so the CAM can be computed without unfreezing the weights.
-    x = images01.detach().to(device=param.device, dtype=param.dtype).requires_grad_(True)
     was_training = predictor.training
     cams: Optional[np.ndarray] = None
-    with torch.enable_grad(), GradCAM(model=predictor, target_layers=[target_layer(predictor)]) as cam:
-        cams = cam(input_tensor=x, targets=targets)
+    # Callers often evaluate under no_grad / inference_mode; Grad-CAM needs autograd regardless.
+    with torch.inference_mode(False), torch.enable_grad():
+        # P is usually frozen (requires_grad False); a grad-requiring input makes layer4's output
+        # carry a gradient so the CAM can be computed without unfreezing the weights.
+        x = images01.detach().to(device=param.device, dtype=param.dtype).clone().requires_grad_(True)
+        with GradCAM(model=predictor, target_layers=[target_layer(predictor)]) as cam:
+            cams = cam(input_tensor=x, targets=targets)
     predictor.train(was_training)
     if cams is None:  # GradCAM.__exit__ swallows IndexError; do not let it pass silently
         raise RuntimeError("Grad-CAM failed (pytorch-grad-cam suppressed an IndexError); check the predictor")

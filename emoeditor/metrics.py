@@ -75,6 +75,8 @@ def emr(probs_out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
     For a one-hot target that is "top class == target" (paper); for a multi-emotion target any
     emotion with non-zero target weight counts (the paper is silent on multi-emotion targets).
+    Pixels: none here; compute_all feeds P the output resized to 224 (PIL default filter) as
+    uint8/255 RGB, the official predictor input.
     """
     t = target_vectors(targets, probs_out.shape[-1]).to(probs_out.device)
     top = probs_out.argmax(-1)
@@ -83,7 +85,8 @@ def emr(probs_out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def esr(probs_src: torch.Tensor, probs_out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Emotion Shift: is the output closer to the target than the source is? (B,) bool,
-    ``KL(target || P(output)) < KL(target || P(source))`` (paper Sec. 4; strict)."""
+    ``KL(target || P(output)) < KL(target || P(source))`` (paper Sec. 4; strict). KL as
+    :func:`kl_divergence`; P's inputs as in :func:`emr`."""
     return kl_divergence(targets, probs_out) < kl_divergence(targets, probs_src)
 
 

@@ -296,9 +296,13 @@ def save_confusion_png(confusion, path: str | Path, title: str = "") -> Path:
 
 # ----------------------------------------------------------------------------------- training
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Fine-tune the ResNet18 emotion predictor on EmoSet.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_HelpFormatter)
     p.add_argument("--data_root", required=False, default=None, help="EmoSet root (release layout or class folders)")
     p.add_argument("--layout", choices=LAYOUTS, default="auto", help="data layout; auto detects train.json")
     p.add_argument("--val_fraction", type=float, default=0.1, help="flat class folders only: share held out for val")
@@ -336,7 +340,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _lr_lambda(warmup: int, total: int, schedule: str):
+def make_optimizer(params, args: argparse.Namespace) -> torch.optim.Optimizer:
+    if args.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=args.learning_rate, momentum=args.momentum,
+                               weight_decay=args.weight_decay, nesterov=args.momentum > 0)
+    raise EmoEditorError(f"--optimizer must be one of {OPTIMIZERS}, got {args.optimizer!r}")
+
+
+def lr_multiplier(warmup: int, total: int, schedule: str):
+    """LambdaLR factor: linear warmup over `warmup` steps, then constant or cosine to 0 at `total`."""
     def f(step: int) -> float:
         if warmup and step < warmup:
             return (step + 1) / warmup
@@ -376,17 +390,12 @@ def train_predictor(args: argparse.Namespace) -> dict:
 
     predictor = build_predictor(args.image_size, args.normalize, args.init, args.imagenet_weights, args.seed)
     predictor.to(device)
-    params = [p for p in predictor.parameters() if p.requires_grad]
-    if args.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(params, lr=args.learning_rate, momentum=args.momentum,
-                                    weight_decay=args.weight_decay, nesterov=True)
+    optimizer = make_optimizer([p for p in predictor.parameters() if p.requires_grad], args)
     steps_per_epoch = max(len(train_loader), 1)
     total_steps = args.epochs * steps_per_epoch
     if args.max_steps:
         total_steps = min(total_steps, args.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(args.warmup_steps, total_steps, args.schedule))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(args.warmup_steps, total_steps, args.schedule))
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
 
     start_epoch, step, best_top1, history = 0, 0, -1.0, []

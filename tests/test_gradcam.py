@@ -58,6 +58,8 @@ def test_cam_batched_equals_one_by_one_and_under_no_grad(predictor, images):
         batched = emotion_cam(predictor, images)
     single = torch.cat([emotion_cam(predictor, images[i:i + 1]) for i in range(3)])
     assert torch.allclose(batched, single, atol=1e-5)
+    with torch.inference_mode():
+        assert torch.allclose(emotion_cam(predictor, images.clone()), batched, atol=1e-6)
     assert torch.equal(emotion_region(batched), batched > 0.5)
     assert not any(p.requires_grad for p in predictor.parameters())  # still frozen
     assert not predictor.training

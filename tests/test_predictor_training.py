@@ -12,7 +12,8 @@ from torchvision.models import resnet18
 from emoeditor.constants import EMOTIONS
 from emoeditor.errors import EmoEditorError, MissingWeightsError
 from emoeditor.predictor import load_predictor
-from emoeditor.predictor_training import EmotionImageDataset, build_predictor, load_split
+from emoeditor.predictor_training import (EmotionImageDataset, build_parser, build_predictor, load_split,
+                                          lr_multiplier, make_optimizer)
 from emoeditor.toy_emoset import write_toy_emoset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,9 +123,10 @@ def test_saved_predictor_loads_into_plain_torchvision(trained):
 def test_resume_continues_where_it_stopped(toy_release, tmp_path):
     args = ["--config", str(ROOT / "configs/predictor_tiny.yaml"), "--data_root", str(toy_release),
             "--output_dir", str(tmp_path), "--augment", "none"]
-    train_predictor.main(args + ["--epochs", "1"])
+    train_predictor.main(args + ["--epochs", "1", "--tensorboard"])
     first = torch.load(tmp_path / "training_state.pt", weights_only=True)
     assert first["epoch"] == 1
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     train_predictor.main(args + ["--epochs", "2", "--resume"])
     second = torch.load(tmp_path / "training_state.pt", weights_only=True)
     assert second["epoch"] == 2 and second["step"] == 2 * first["step"]
@@ -146,3 +148,15 @@ def test_imagenet_init_from_a_local_file_only(tmp_path, monkeypatch):
         build_predictor(64, init="imagenet")
     imagenet = build_predictor(64, normalize="imagenet", init="random")
     assert imagenet.config["mean"] == pytest.approx([0.485, 0.456, 0.406])
+
+
+def test_lr_schedule_and_optimizers():
+    cosine = lr_multiplier(warmup=4, total=14, schedule="cosine")
+    assert [cosine(s) for s in (0, 3)] == [0.25, 1.0]
+    assert cosine(9) == pytest.approx(0.5) and cosine(14) == pytest.approx(0.0)
+    assert lr_multiplier(4, 14, "constant")(10) == 1.0
+    params = [nn.Parameter(torch.zeros(2))]
+    for name, cls in (("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)):
+        args = build_parser().parse_args(["--optimizer", name, "--learning_rate", "0.1"])
+        opt = make_optimizer(params, args)
+        assert isinstance(opt, cls) and opt.param_groups[0]["lr"] == 0.1

@@ -14,6 +14,11 @@ Three policies, one flag (``--critic``):
   rejections cannot loop forever.
 - ``none``: one edit, returned as is (the paper's "w/o P" ablation).
 
+The encoder's "direction" input is target - P(source) on every iteration of the paper policy:
+the paper keeps the source as the condition and names no update, so the direction stays
+relative to it (``direction_probs="input"`` uses P(current input) instead). The official policy
+uses P(source) for the first edit and P(first edit) for every later one, as its script does.
+
 The accept/keep rules are pure functions of (SSIM, P's probabilities, target) so they can be
 unit-tested; the policies hold the per-job state machine the batched engine steps.
 

@@ -131,6 +131,9 @@ def test_official_policy_reedits_the_last_kept_image():
         assert it["input_index"] == expected
         src = make_jobs(1)[0].image if expected == SOURCE_INDEX else r.candidates[expected]
         assert torch.equal(backend.calls[k]["inputs"][0], src)
+        # direction: target - P(source) first, then target - P(first edit) for good
+        ref = make_jobs(1)[0].image if k == 0 else r.candidates[0]
+        assert torch.allclose(backend.calls[k]["emo"][0], onehot("awe") - brightness_predictor(ref[None])[0])
     assert len(its) <= 5
 
 

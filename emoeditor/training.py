@@ -51,7 +51,7 @@ OFFICIAL_ADAM_EPS = 1e-3
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 NULL_EMBEDDINGS = ("learned", "zero")
 # Args that change the model itself: a resumed run must use the checkpoint's values.
-MODEL_ARGS = ("emotion_input", "encoder_hidden", "null_embedding", "vae_input_range", "image_size")
+MODEL_ARGS = ("emotion_input", "encoder_hidden", "null_embedding", "cond_dropout", "vae_input_range", "image_size")
 
 
 class TrainingError(EmoEditorError):

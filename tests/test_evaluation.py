@@ -162,6 +162,7 @@ def _end_to_end(split_path, split, emoset, missing, tiny_predictor_dir, tmp_path
     ok_jobs = num_jobs - 7
     assert m["colour"]["generated"] == ok_jobs and m["colour"]["bad_source"] == 7 and m["colour"]["failed"] == 0
     assert m["test_flaky"]["failed"] == 1 and m["test_flaky"]["generated"] == ok_jobs - 1
+    assert m["test_flaky"]["missing_output"] == 1 and m["colour"]["missing_output"] == 0
     assert m["test_flaky"]["errors"][0]["job_id"] == f"{bad_src['id']}__{EMOTIONS[bad_target]}"
     assert "scripted failure" in m["test_flaky"]["errors"][0]["error"]
 
@@ -323,3 +324,20 @@ def test_cli_tiny_emoeditor_tables_fig_s11_and_rerun(toy_split, tiny_predictor_d
     for label, st in report["methods"].items():
         assert (st["generated"], st["scored"], st["candidates_scored"]) == (0, 0, 0), label
         assert st["cached"] == 14 and st["scored_cached"] == 14
+
+
+def test_sharded_generation_matches_one_process(toy_split, tmp_path):
+    """Two accelerate ranks each edit every other missing job; together they write what one process writes."""
+    from emoeditor.evaluation.methods import MethodContext
+    from emoeditor.evaluation.runner import generate, load_jobs, load_sources
+    split_path, _ = toy_split
+    settings = _settings(tmp_path, split_path, "unused", per_class=1, targets=["awe", "sadness"])
+    jobs, root = load_jobs(settings)
+    sources, bad = load_sources(jobs, root, SIZE)
+    spec = parse_method("test_colour")
+    one, two = MethodStore(tmp_path / "one", "m"), MethodStore(tmp_path / "two", "m")
+    assert generate(spec, jobs, sources, bad, one, settings, MethodContext()).generated == len(jobs) == 14
+    shards = [generate(spec, jobs, sources, bad, two, settings, MethodContext(), rank=r, world=2) for r in (0, 1)]
+    assert [s.generated for s in shards] == [7, 7]
+    for job in jobs:
+        assert one.image(job.job_id).read_bytes() == two.image(job.job_id).read_bytes()

@@ -82,6 +82,7 @@ class MethodStats:
     failed: int = 0
     bad_source: int = 0
     corrupt_output: int = 0
+    missing_output: int = 0  # jobs with a readable source but no output at scoring time
     scored: int = 0
     scored_cached: int = 0
     candidates_scored: int = 0
@@ -271,7 +272,9 @@ def generate(spec: MethodSpec, jobs: Sequence[Job], sources: dict, bad_sources: 
     """Edit every job of this process's shard whose output is missing or corrupt."""
     stats = MethodStats(jobs=len(jobs))
     todo = []
-    for job in jobs:
+    # Shard the full job list, not the missing ones: ranks list the disk at different moments,
+    # so only a split fixed in advance gives every job to exactly one process.
+    for job in jobs[rank::world]:
         path = store.image(job.job_id)
         if job.source_id in bad_sources:
             stats.bad_source += 1
@@ -284,7 +287,7 @@ def generate(spec: MethodSpec, jobs: Sequence[Job], sources: dict, bad_sources: 
                 stats.regenerated_corrupt += 1
                 path.unlink()
             todo.append(job)
-    mine = todo[rank::world]
+    mine = todo
     if not mine or settings.skip_generation:
         return stats
     start = time.perf_counter()
@@ -375,7 +378,10 @@ def score(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store: MethodSto
     rows, todo = [], []
     for job in jobs:
         path = store.image(job.job_id)
-        if job.source_id not in sources or not path.exists():
+        if job.source_id not in sources:
+            continue
+        if not path.exists():
+            stats.missing_output += 1  # the method failed on it (now or in an earlier run) or was skipped
             continue
         sha = _sha1(path)
         hit = cached.get(job.job_id)
@@ -566,24 +572,25 @@ def write_report(specs: Sequence[MethodSpec], rows: list[dict], curves: list[dic
     return report
 
 
-def _gather_errors(store: MethodStore, jobs: Sequence[Job], stats: MethodStats) -> None:
-    """Count failures of every process (their error files) once all have finished."""
-    ids = {j.job_id for j in jobs}
-    # every process's edits are on disk now: count them all, not only this process's
-    stats.generated = max(stats.generated, sum(store.image(j).exists() for j in ids) - stats.cached)
-    if not store.errors.exists():
-        return
-    failed = [p for p in sorted(store.errors.glob("*.json")) if p.stem in ids and not store.image(p.stem).exists()]
-    stats.failed = len(failed)
-    listed = {e.get("job_id") for e in stats.errors}
-    for p in failed:
-        if len(stats.errors) >= MAX_LISTED_ERRORS:
-            break
-        if p.stem not in listed:
-            try:
-                stats.errors.append(json.loads(p.read_text()))
-            except json.JSONDecodeError:
-                stats.errors.append({"job_id": p.stem, "stage": "edit", "error": "unreadable error record"})
+def _merge_shard_stats(store: MethodStore, stats: MethodStats, rank: int, world: int, state) -> MethodStats:
+    """Sum every process's generation counts (written next to the outputs) on rank 0."""
+    if world == 1:
+        return stats
+    _atomic_write(json.dumps(asdict(stats)), store.root / f".stats_rank{rank}.json")
+    state.wait_for_everyone()
+    if rank != 0:
+        return stats
+    total = MethodStats()
+    for r in range(world):
+        part = json.loads((store.root / f".stats_rank{r}.json").read_text())
+        for key, value in part.items():
+            if key == "errors":
+                total.errors += value[:MAX_LISTED_ERRORS - len(total.errors)]
+            elif key == "generation_s":
+                total.generation_s = max(total.generation_s, value)  # wall time: the slowest process
+            else:
+                setattr(total, key, getattr(total, key) + value)
+    return total
 
 
 def run_evaluation(settings: EvalSettings) -> dict:
@@ -613,7 +620,9 @@ def run_evaluation(settings: EvalSettings) -> dict:
     all_stats = {}
     for spec in specs:
         store = MethodStore(out, spec.label)
-        all_stats[spec.label] = generate(spec, jobs, sources, bad_sources, store, settings, context, rank, world)
+        store.root.mkdir(parents=True, exist_ok=True)
+        stats = generate(spec, jobs, sources, bad_sources, store, settings, context, rank, world)
+        all_stats[spec.label] = _merge_shard_stats(store, stats, rank, world, state)
     state.wait_for_everyone()
     if not state.is_main_process:
         return {}
@@ -621,7 +630,6 @@ def run_evaluation(settings: EvalSettings) -> dict:
     rows, curves = [], []
     for spec in specs:
         store, stats = MethodStore(out, spec.label), all_stats[spec.label]
-        _gather_errors(store, jobs, stats)
         rows += score(spec, jobs, sources, store, predictor, settings, stats)
         if settings.fig_s11:
             curves += iteration_curves(spec, jobs, sources, store, predictor, settings, stats)
@@ -632,8 +640,8 @@ def format_summary(report: dict) -> str:
     lines = [f"{report['num_jobs']} jobs; {len(report['bad_sources'])} unreadable/missing source images"]
     for label, st in report["methods"].items():
         lines.append(f"  {label}: {st['generated']} edited, {st['cached']} cached, {st['failed']} failed, "
-                     f"{st['regenerated_corrupt']} corrupt outputs re-edited, {st['corrupt_output']} unreadable at "
-                     f"scoring, {st['scored']} scored ({st['scored_cached']} cached), edit {st['generation_s']:.1f}s, "
+                     f"{st['regenerated_corrupt']} corrupt outputs re-edited, {st['corrupt_output']} unreadable and "
+                     f"{st['missing_output']} missing at scoring, {st['scored']} scored ({st['scored_cached']} cached), edit {st['generation_s']:.1f}s, "
                      f"metrics {st['scoring_s']:.1f}s")
     lines.append("wrote: " + ", ".join(report["files"]))
     return "\n".join(lines)

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", help="auto (float16 on CUDA, as official), float32, float16, bfloat16")
     flag = dict(action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--output_ext", default="same",
+                   help="'same' keeps the input's extension as the official names do (a .jpg is saved as JPEG); "
+                        "'png' saves losslessly")
     p.add_argument("--compile", **flag, help="torch.compile the UNet and P (long GPU runs)")
     p.add_argument("--save_strip", **flag, help="also save a strip of every iteration per job")
     p.add_argument("--save_candidates", **flag, help="also save every iteration's image")

@@ -133,6 +133,7 @@ class Iteration:
     target_confidence: float
     accepted: Optional[bool]
     start_timestep: Optional[int] = None
+    nonfinite: bool = False  # the edit had NaN/inf pixels (e.g. float16 overflow), zeroed before scoring
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)

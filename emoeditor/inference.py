@@ -199,7 +199,9 @@ class IterativeInference:
         if self.pad_batches:  # padding rows draw from throwaway generators
             generators += [torch.Generator(self.device).manual_seed(0) for _ in range(self.batch_size - len(active))]
         images, timesteps = self.backend.edit(self._pad(inputs), self._pad(emo), self._pad(condition), generators)
-        images = images[: len(active)].to(self.device, torch.float32).clamp(0, 1)
+        images = images[: len(active)].to(self.device, torch.float32)
+        nonfinite = (~torch.isfinite(images)).flatten(1).any(1).tolist()
+        images = torch.nan_to_num(images, nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1)
         probs = self._predict(images)
         sources = torch.stack([s.source for s in active])
         if callable(self.ssim_backend):
@@ -212,7 +214,8 @@ class IterativeInference:
             if self.keep_candidates:
                 state.kept.append(images[i].cpu())
             t = None if timesteps is None else int(torch.as_tensor(timesteps).flatten()[i])
-            state.critic.observe(float(ssim[i]), probs[i], start_timestep=t)
+            it = state.critic.observe(float(ssim[i]), probs[i], start_timestep=t)
+            it.nonfinite = nonfinite[i]
             needed = state.critic.needed_candidates()
             state.images = {k: v for k, v in state.images.items() if k in needed}
 
@@ -368,10 +371,11 @@ def _jobs(paths: Sequence[Path], target: Optional[torch.Tensor], args, predictor
             targets = [onehot(e) for e in other_emotions(top)]
         else:
             targets = [target]
+        out_name = path.name if args.output_ext == "same" else f"{path.stem}.{args.output_ext}"
         for tgt in targets:
             label = target_label(tgt)
             seed = job_seed(args.random_seed, path.name, label, args.seed_mode)
-            yield Job(image=image, target=tgt, seed=seed, name=f"{seed}_{label}_{path.name}",
+            yield Job(image=image, target=tgt, seed=seed, name=f"{seed}_{label}_{out_name}",
                       meta={"input": str(path), "target_label": label})
 
 
@@ -447,7 +451,14 @@ def run_inference(args, process=None) -> dict:
             write_tiny_assets(args.model_dir, args.predictor_path, args.input_path)
         process.wait_for_everyone()
 
-    paths = shard(list_images(args.input_path), rank, world)
+    all_paths = list_images(args.input_path)
+    names: dict[str, Path] = {}
+    for path in all_paths:
+        if path.name in names:
+            raise EmoEditorError(f"{names[path.name]} and {path} have the same file name, so their outputs "
+                                 f"({args.random_seed}_<target>_{path.name}) would overwrite each other; rename one")
+        names[path.name] = path
+    paths = shard(all_paths, rank, world)
     if args.quiet:
         from diffusers.utils import logging as diffusers_logging
 

@@ -128,3 +128,21 @@ def test_a_single_bad_file_is_a_clear_error(folder, tmp_path):
         with pytest.raises(ImageLoadError, match=needle) as exc:
             run(root, tmp_path / name, "--input_path", str(root / "imgs" / name))
         assert name in str(exc.value)
+
+
+def test_same_file_name_in_two_folders_is_refused(folder, tmp_path):
+    from emoeditor.errors import EmoEditorError
+
+    root, _, _ = folder
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+        photo().save(tmp_path / sub / "same.png")
+    with pytest.raises(EmoEditorError, match="same file name"):
+        run(root, tmp_path / "out", "--input_path", str(tmp_path / "*" / "same.png"))
+
+
+def test_output_ext_png_is_lossless(folder, tmp_path):
+    root, _, _ = folder
+    summary = run(root, tmp_path, "--input_path", str(root / "imgs" / "cmyk.jpg"), "--output_ext", "png")
+    out = Path(summary["rows"][0]["output"])
+    assert out.name == "75863_awe_cmyk.png" and Image.open(out).format == "PNG"

@@ -178,3 +178,15 @@ def test_same_job_same_bytes_alone_or_in_a_batch_of_16(tiny):
     (b1,) = run_jobs(tiny_engine(pipe, predictor, 1), [Job(images[5], onehot(5), seed=1005)])
     assert len(b1.trace["iterations"]) == len(batched[5].trace["iterations"])
     torch.testing.assert_close(b1.image, batched[5].image, rtol=0, atol=1e-3)
+
+
+def test_nonfinite_edits_are_flagged_and_scored_as_zeros():
+    class NaNBackend(FakeBackend):
+        def edit(self, images, emotion_inputs, condition, generators):
+            out, t = super().edit(images, emotion_inputs, condition, generators)
+            out[:, :, :4] = float("nan")
+            return out, t
+
+    (r,) = run_jobs(engine(NaNBackend(), num_loop=2, ssim=0.95, keep=True), make_jobs(1))
+    assert all(it["nonfinite"] for it in r.trace["iterations"])
+    assert torch.isfinite(r.image).all() and (r.candidates[0][:, :4] == 0).all()

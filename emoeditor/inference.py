@@ -439,11 +439,14 @@ def run_inference(args, process=None) -> dict:
     a round-robin share of the input files and the main process merges the summaries.
     """
     target = parse_target_spec(args.target_emo)  # bad targets fail before anything loads
-    if args.random_seed is None:
-        args.random_seed = int.from_bytes(os.urandom(4), "little") % 100000
-        print(f"random_seed: {args.random_seed}")
     process = process or _process_state(args.device)
     rank, world = process.process_index, process.num_processes
+    if args.random_seed is None:  # official: `--random_seed None` draws one and prints it
+        if world > 1:
+            raise EmoEditorError("--random_seed none would draw a different seed in every process; "
+                                 "pass an explicit --random_seed to a multi-process run")
+        args.random_seed = int.from_bytes(os.urandom(4), "little") % 100000
+        print(f"random_seed: {args.random_seed}")
     device = resolve_device(args.device, process)
     dtype = resolve_dtype(args.dtype, device)
     if args.tiny:

@@ -178,3 +178,19 @@ def test_editor_interface(assets):
         assert len(trace["candidates"]) == len(trace["iterations"]) <= 2
         ret = trace["returned"]
         assert torch.equal(img, trace["candidates"][ret])
+
+
+def test_random_seed_none_draws_one_and_names_files_with_it(assets, tmp_path, capsys):
+    from emoeditor.config import parse_args
+    from emoeditor.errors import EmoEditorError
+    from emoeditor.inference import run_inference
+
+    path = str(assets / "imgs" / "coffee.png")
+    summary = test_cli.main(argv(assets, tmp_path / "a", "--random_seed", "none", "--input_path", path,
+                                 "--critic", "none"))
+    seed = int(summary["rows"][0]["seed"])
+    assert f"random_seed: {seed}" in capsys.readouterr().out
+    assert Path(summary["rows"][0]["output"]).name == f"{seed}_awe_coffee.png"
+    args = parse_args(test_cli.build_parser(), argv(assets, tmp_path / "b", "--random_seed", "none"))
+    with pytest.raises(EmoEditorError, match="explicit --random_seed"):
+        run_inference(args, process=FakeProcess(0, 2))

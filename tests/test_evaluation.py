@@ -316,6 +316,10 @@ def test_cli_tiny_emoeditor_tables_fig_s11_and_rerun(toy_split, tiny_predictor_d
         for col in ("EMR", "ESR", "ENRD", "ESS"):
             assert float(mine[3][col]) == pytest.approx(float(table[method][col]))
     assert not any(r["method"] == "wo_P" for r in curves)  # one pass: no iterations to ablate
+    # same per-job seeds: the critic loop's first candidate is exactly the one-pass (w/o P) edit
+    k1 = next(r for r in curves if r["method"] == "ours" and r["relation"] == "cross" and r["k"] == "1")
+    for col in ("EMR", "ESR", "ENRD", "ESS", "ESMI"):
+        assert float(k1[col]) == pytest.approx(float(table["wo_P"][col]))
     traces = [json.loads(p.read_text()) for p in (out / "ours" / "traces").glob("*.json")]
     assert len(traces) == 14 and all(len(t["candidate_files"]) == len(t["iterations"]) for t in traces)
 

@@ -291,9 +291,10 @@ def shard(items: Sequence, rank: int, world: int) -> list:
 
 
 def resolve_device(spec: str, process=None) -> torch.device:
+    multi = process is not None and getattr(process, "num_processes", 1) > 1
+    if multi and spec in ("auto", "cuda"):  # one GPU per process, as accelerate assigned them
+        return torch.device(process.device)
     if spec == "auto":
-        if process is not None and getattr(process, "num_processes", 1) > 1:
-            return torch.device(process.device)
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(spec)
 

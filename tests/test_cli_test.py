@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,8 +15,7 @@ from emoeditor.constants import EMOTIONS
 from emoeditor.critic import replay
 from emoeditor.emotions import parse_target
 from emoeditor.errors import InvalidTargetError
-from emoeditor.inference import job_seed, load_model, shard, write_tiny_assets
-from emoeditor.predictor import load_predictor
+from emoeditor.inference import job_seed, shard, write_tiny_assets
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))

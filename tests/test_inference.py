@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from emoeditor.critic import SOURCE_INDEX, CriticConfig, JobCritic
+from emoeditor.critic import SOURCE_INDEX, CriticConfig
 from emoeditor.emotions import onehot
 from emoeditor.inference import IterativeInference, Job, PipelineBackend, run_jobs
 from emoeditor.models.components import load_base_components

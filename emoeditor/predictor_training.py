@@ -448,12 +448,13 @@ def train_predictor(args: argparse.Namespace) -> dict:
             scaler.update()
             scheduler.step()
             step += 1
-            loss_sum += loss.item() * len(labels)
+            loss_value, lr = loss.item(), scheduler.get_last_lr()[0]
+            loss_sum += loss_value * len(labels)
             n_seen += len(labels)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}")
             if writer:
-                writer.add_scalar("train/loss", loss.item(), step)
-                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+                writer.add_scalar("train/loss", loss_value, step)
+                writer.add_scalar("train/lr", lr, step)
             if args.max_steps and step >= args.max_steps:
                 break
         record = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(n_seen, 1)}

@@ -16,7 +16,7 @@ from emoeditor.predictor_training import build_parser, train_predictor
 def main(argv=None):
     parser = build_parser()
     parser.description = __doc__
-    train_predictor(parse_args(parser, argv))
+    return train_predictor(parse_args(parser, argv))
 
 
 if __name__ == "__main__":

@@ -33,14 +33,8 @@ def toy_release(tmp_path_factory):
 def trained(toy_release, tmp_path_factory):
     """One CPU run through the CLI with the tiny preset, as a user would start it."""
     out = tmp_path_factory.mktemp("predictor_run")
-    summary = {}
-    orig = train_predictor.train_predictor
-    train_predictor.train_predictor = lambda args: summary.update(orig(args))
-    try:
-        train_predictor.main(["--config", str(ROOT / "configs/predictor_tiny.yaml"), "--data_root", str(toy_release),
-                              "--output_dir", str(out), "--epochs", "4"])
-    finally:
-        train_predictor.train_predictor = orig
+    summary = train_predictor.main(["--config", str(ROOT / "configs/predictor_tiny.yaml"),
+                                    "--data_root", str(toy_release), "--output_dir", str(out), "--epochs", "4"])
     return out, summary
 
 

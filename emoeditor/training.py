@@ -509,7 +509,7 @@ def train(args: argparse.Namespace) -> Optional[Path]:
     if ema is not None:
         ema.to(device)
     model, optimizer = accelerator.prepare(model, optimizer)
-    raw_model = accelerator.unwrap_model(model)
+    raw_model = accelerator.unwrap_model(model, keep_torch_compile=False)
 
     def save(at_step: int) -> None:
         if accelerator.is_main_process:

@@ -134,12 +134,23 @@ def test_bad_targets_fail_before_loading_with_a_clear_message(tmp_path):
             test_cli.main(["--target_emo", bad, "--model_dir", str(tmp_path / "nope")])
 
 
-def test_command_line_run(assets, tmp_path):
+def test_two_process_command_line_run_equals_single_process(assets, tmp_path):
+    """`python -m torch.distributed.run --nproc_per_node 2 test.py ...` (what accelerate launch does)."""
+    common = argv(assets, tmp_path / "two", "--critic", "official", "--num_loop", "1", "--device", "cpu")
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    ok = subprocess.run([sys.executable, "test.py", *argv(assets, tmp_path / "cli"), "--critic", "official"],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert ok.returncode == 0, ok.stderr
-    assert len(read_csv(tmp_path / "cli" / "summary.csv")) == 2
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(29500 + os.getpid() % 1000), "test.py", *common],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "[process 0/2] 1 edits" in two.stdout and "[process 1/2] 1 edits" in two.stdout
+    test_cli.main(argv(assets, tmp_path / "one", "--critic", "official", "--num_loop", "1", "--device", "cpu"))
+    one = tmp_path / "one"
+    rows = read_csv(tmp_path / "two" / "summary.csv")
+    assert len(rows) == 2 and not list((tmp_path / "two").glob("summary.rank*"))
+    merged = (tmp_path / "two" / "summary.csv").read_text().replace(str(tmp_path / "two"), str(one))
+    assert (one / "summary.csv").read_text() == merged
+    for p in one.glob("*.png"):
+        assert p.read_bytes() == (tmp_path / "two" / p.name).read_bytes()
 
 
 @pytest.mark.parametrize("args, message", [

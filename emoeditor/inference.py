@@ -265,6 +265,8 @@ def load_model(model_dir: str | Path, base_model: str | Path = IP2P_HUB_ID, torc
 
 SEED_MODES = ("same", "hashed")
 SUMMARY_CSV = "summary.csv"
+SKIPPED_CSV = "skipped.csv"  # inputs that could not be used, with the reason (header only when none)
+SKIPPED_FIELDS = ("input", "reason")
 SUMMARY_FIELDS = ("input", "target", "seed", "output", "iterations", "returned", "accepted", "ssim",
                   "target_confidence", "top_class", "reason")
 
@@ -403,23 +405,24 @@ def _row(result: JobResult, out_path: Path) -> dict:
     }
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
+def _write_csv(path: Path, rows: list[dict], fields: Sequence[str] = SUMMARY_FIELDS) -> None:
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(sorted(rows, key=lambda r: (r["input"], r["target"])))
+        writer.writerows(sorted(rows, key=lambda r: tuple(r[k] for k in fields[:2])))
 
 
-def merge_summaries(out_dir: Path, world: int) -> Path:
-    """Join the per-process CSVs of a multi-process run into one, ordered like a single-process run."""
+def merge_csv(out_dir: Path, name: str, world: int, fields: Sequence[str] = SUMMARY_FIELDS) -> Path:
+    """Join the per-process parts of a multi-process run into one file, ordered like a single-process run."""
     rows = []
+    stem = Path(name).stem
     for rank in range(world):
-        part = out_dir / f"summary.rank{rank}.csv"
+        part = out_dir / f"{stem}.rank{rank}.csv"
         with open(part, newline="") as f:
             rows.extend(csv.DictReader(f))
         part.unlink()
-    _write_csv(out_dir / SUMMARY_CSV, rows)
-    return out_dir / SUMMARY_CSV
+    _write_csv(out_dir / name, rows, fields)
+    return out_dir / name
 
 
 def build_engine(pipe, predictor, args, device: torch.device, keep_candidates: bool = False) -> IterativeInference:
@@ -504,15 +507,21 @@ def run_inference(args, process=None) -> dict:
         for path, reason in skipped:
             print(f"skipped {path}: {reason}", file=sys.stderr)
 
+    skipped_rows = [{"input": path, "reason": reason} for path, reason in skipped]
+    tables = ((SUMMARY_CSV, rows, SUMMARY_FIELDS), (SKIPPED_CSV, skipped_rows, SKIPPED_FIELDS))
     if world > 1:
-        _write_csv(out_dir / f"summary.rank{rank}.csv", rows)
+        for name, table, fields in tables:
+            _write_csv(out_dir / f"{Path(name).stem}.rank{rank}.csv", table, fields)
         process.wait_for_everyone()
-        summary_path = merge_summaries(out_dir, world) if process.is_main_process else out_dir / SUMMARY_CSV
+        if process.is_main_process:
+            for name, _, fields in tables:
+                merge_csv(out_dir, name, world, fields)
     else:
-        _write_csv(out_dir / SUMMARY_CSV, rows)
-        summary_path = out_dir / SUMMARY_CSV
-    if not rows and skipped:
-        raise ImageLoadError("no input could be used: " + "; ".join(reason for _, reason in skipped))
+        for name, table, fields in tables:
+            _write_csv(out_dir / name, table, fields)
+        if not rows and skipped:
+            raise ImageLoadError("no input could be used: " + "; ".join(reason for _, reason in skipped))
+    summary_path = out_dir / SUMMARY_CSV
     who = f"[process {rank}/{world}] " if world > 1 else ""
     print(f"{who}{len(rows)} edits written to {out_dir} ({summary_path.name}); {len(skipped)} input(s) skipped")
     return {"done": len(rows), "skipped": list(skipped), "rows": rows, "summary": summary_path, "out_dir": out_dir}

@@ -105,6 +105,10 @@ def test_folder_run_converts_odd_images_and_skips_bad_files(folder, tmp_path):
     assert set(skipped) == set(bad)
     for name, needle in bad.items():
         assert name in skipped[name] and needle in skipped[name]  # the reason names the file
+    import csv
+    with open(tmp_path / "skipped.csv", newline="") as f:
+        listed = {Path(r["input"]).name: r["reason"] for r in csv.DictReader(f)}
+    assert listed == skipped
     predictor = load_predictor(root / "predictor")
     for name, img in good.items():
         trace = json.loads((tmp_path / "traces" / f"75863_awe_{Path(name).stem}.json").read_text())

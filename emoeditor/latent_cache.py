@@ -76,13 +76,12 @@ def _shard_path(cache_dir: Path, k: int) -> Path:
     return cache_dir / f"shard_{k:05d}.safetensors"
 
 
-def build_latent_cache(dataset: Dataset, cache_dir: str | Path, vae, text_encoder, tokenizer, *,
-                       settings: dict, entries_fingerprint: str, batch_size: int = 16, shard_size: int = 1024,
-                       num_workers: int = 0, show_progress: bool = True) -> Path:
-    """Encode `dataset` (EmoPairDataset items) into `cache_dir`; resumes at the first missing shard."""
+def prepare_cache_dir(cache_dir: str | Path, num_items: int, shard_size: int, settings: dict,
+                      entries_fingerprint: str) -> Path:
+    """Write meta.json, or check that an existing one describes the same data and settings."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"version": CACHE_VERSION, "num_items": len(dataset), "shard_size": int(shard_size),
+    meta = {"version": CACHE_VERSION, "num_items": int(num_items), "shard_size": int(shard_size),
             "settings": settings, "fingerprint": entries_fingerprint}
     meta_path = cache_dir / META_FILE
     if meta_path.exists():
@@ -95,11 +94,20 @@ def build_latent_cache(dataset: Dataset, cache_dir: str | Path, vae, text_encode
         tmp = meta_path.with_name(META_FILE + ".tmp")
         tmp.write_text(json.dumps(meta, indent=2))
         os.replace(tmp, meta_path)
+    return cache_dir
+
+
+def build_shards(dataset: Dataset, cache_dir: str | Path, vae, text_encoder, tokenizer, *, batch_size: int = 16,
+                 num_workers: int = 0, rank: int = 0, world: int = 1, show_progress: bool = True) -> list[int]:
+    """Encode the missing shards k with k % world == rank (processes split the work); returns them."""
+    cache_dir = Path(cache_dir)
+    meta = read_meta(cache_dir)
+    shard_size, settings = meta["shard_size"], meta["settings"]
     dtype = CACHE_DTYPES[settings["dtype"]]
     num_shards = (len(dataset) + shard_size - 1) // shard_size
-    todo = [k for k in range(num_shards) if not _shard_path(cache_dir, k).exists()]
-    bar = tqdm(total=len(dataset), desc="caching latents", unit="pair", disable=not show_progress,
-               initial=len(dataset) - sum(min(shard_size, len(dataset) - k * shard_size) for k in todo))
+    todo = [k for k in range(rank, num_shards, world) if not _shard_path(cache_dir, k).exists()]
+    bar = tqdm(total=sum(min(shard_size, len(dataset) - k * shard_size) for k in todo), desc="caching latents",
+               unit="pair", disable=not show_progress)
     for k in todo:
         indices = list(range(k * shard_size, min((k + 1) * shard_size, len(dataset))))
         loader = DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
@@ -118,12 +126,33 @@ def build_latent_cache(dataset: Dataset, cache_dir: str | Path, vae, text_encode
             bar.update(len(batch["prompt"]))
         tensors = {key: torch.cat(value).contiguous() for key, value in parts.items()}
         path = _shard_path(cache_dir, k)
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(path.name + f".{rank}.tmp")
         save_file(tensors, str(tmp), metadata={"prompts": json.dumps(prompts), "transitions": json.dumps(transitions)})
         os.replace(tmp, path)
     bar.close()
+    return todo
+
+
+def finalize_cache(cache_dir: str | Path) -> Path:
+    """Mark the cache complete once every shard is there."""
+    cache_dir = Path(cache_dir)
+    meta = read_meta(cache_dir)
+    num_shards = (meta["num_items"] + meta["shard_size"] - 1) // meta["shard_size"]
+    missing = [k for k in range(num_shards) if not _shard_path(cache_dir, k).exists()]
+    if missing:
+        raise LatentCacheError(f"{cache_dir}: shards {missing[:5]} are missing; run the cache build again (it resumes)")
     (cache_dir / COMPLETE_FILE).write_text("ok\n")
     return cache_dir
+
+
+def build_latent_cache(dataset: Dataset, cache_dir: str | Path, vae, text_encoder, tokenizer, *,
+                       settings: dict, entries_fingerprint: str, batch_size: int = 16, shard_size: int = 1024,
+                       num_workers: int = 0, show_progress: bool = True) -> Path:
+    """Encode `dataset` (EmoPairDataset items) into `cache_dir`; resumes at the missing shards."""
+    prepare_cache_dir(cache_dir, len(dataset), shard_size, settings, entries_fingerprint)
+    build_shards(dataset, cache_dir, vae, text_encoder, tokenizer, batch_size=batch_size, num_workers=num_workers,
+                 show_progress=show_progress)
+    return finalize_cache(cache_dir)
 
 
 def read_meta(cache_dir: str | Path) -> Optional[dict]:

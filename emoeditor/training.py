@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
+from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 # Defaults that are ours, not the paper's (the paper fixes lambda, lr, batch and T; see constants).
 MAX_EPOCH = 1000  # official train.py
+DDP_TIMEOUT_S = 1800  # as transformers' Trainer
 MAX_NONFINITE = 10  # consecutive non-finite losses before the run stops
 CHECKPOINT_EVERY = 1000
 KEEP_LAST = 3
@@ -114,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max_nonfinite", type=int, default=MAX_NONFINITE,
                    help="stop after this many non-finite losses in a row (each one skips its step)")
     g.add_argument("--cpu", action="store_true", help="train on CPU even if a GPU is present")
+    g.add_argument("--ddp_timeout", type=int, default=DDP_TIMEOUT_S,
+                   help="seconds a process waits for the others (e.g. while rank 0 writes a checkpoint)")
     g = p.add_argument_group("checkpoints and logs")
     g.add_argument("--save_model_dir", default="./save_models", help="checkpoints/ and the exported model/")
     g.add_argument("--train_save_dir", default="./save_train_res", help="image strips and TensorBoard logs")
@@ -244,35 +248,44 @@ def _cache_fingerprint(args) -> tuple[dict, Optional[str]]:
     return settings, fp
 
 
-def ensure_latent_cache(args, frozen: dict) -> Path:
-    """Build (or finish) the latent cache named by --latent_cache unless it is complete for these settings."""
+def ensure_latent_cache(args, frozen: dict, accelerator=None) -> Path:
+    """Build (or finish) the --latent_cache unless complete for these settings; processes split the shards."""
     from . import latent_cache as lc
     from .data import EmoPairDataset, load_emopair
 
     settings, fp = _cache_fingerprint(args)
-    if not lc.is_complete(args.latent_cache, settings, fp):
-        if fp is None:
-            raise TrainingError(f"--latent_cache {args.latent_cache} is incomplete or was built with other "
-                                f"settings, and {args.json_path} is missing to rebuild it; pass --json_path")
-        entries = load_emopair(args.json_path, args.data_root, args.subset, skip_bad=args.skip_bad,
-                               progress=not args.no_progress)
-        lc.build_latent_cache(EmoPairDataset(entries, args.data_root, args.image_size), args.latent_cache,
-                              frozen["vae"], frozen["text_encoder"], frozen["tokenizer"], settings=settings,
-                              entries_fingerprint=fp, batch_size=args.cache_batch_size,
-                              shard_size=args.cache_shard_size, num_workers=args.num_workers,
-                              show_progress=not args.no_progress)
+    if lc.is_complete(args.latent_cache, settings, fp):
+        return Path(args.latent_cache)
+    if fp is None:
+        raise TrainingError(f"--latent_cache {args.latent_cache} is incomplete or was built with other "
+                            f"settings, and {args.json_path} is missing to rebuild it; pass --json_path")
+    main = accelerator is None or accelerator.is_main_process
+    barrier = accelerator.wait_for_everyone if accelerator is not None else (lambda: None)
+    entries = load_emopair(args.json_path, args.data_root, args.subset, skip_bad=args.skip_bad,
+                           progress=main and not args.no_progress)
+    dataset = EmoPairDataset(entries, args.data_root, args.image_size)
+    if main:
+        lc.prepare_cache_dir(args.latent_cache, len(dataset), args.cache_shard_size, settings, fp)
+    barrier()
+    lc.build_shards(dataset, args.latent_cache, frozen["vae"], frozen["text_encoder"], frozen["tokenizer"],
+                    batch_size=args.cache_batch_size, num_workers=args.num_workers,
+                    rank=accelerator.process_index if accelerator is not None else 0,
+                    world=accelerator.num_processes if accelerator is not None else 1,
+                    show_progress=main and not args.no_progress)
+    barrier()
+    if main:
+        lc.finalize_cache(args.latent_cache)
+    barrier()
     return Path(args.latent_cache)
 
 
 def build_dataset(args, accelerator, frozen: dict):
-    """EmoPairDataset, or the latent cache of it (built first on the main process if needed)."""
+    """EmoPairDataset, or the latent cache of it (built first, shards split over the processes)."""
     from .data import EmoPairDataset, load_emopair
     from .latent_cache import LatentCacheDataset
 
     if args.latent_cache:
-        if accelerator.is_main_process:
-            ensure_latent_cache(args, frozen)
-        accelerator.wait_for_everyone()
+        ensure_latent_cache(args, frozen, accelerator)
         return LatentCacheDataset(args.latent_cache)
     entries = load_emopair(args.json_path, args.data_root, args.subset, skip_bad=args.skip_bad,
                            progress=accelerator.is_main_process and not args.no_progress)
@@ -427,7 +440,7 @@ def _optimizer(args, params):
 def train(args: argparse.Namespace) -> Optional[Path]:
     """Train, checkpoint, export. Returns the exported pipeline folder (None after --stop_at_step)."""
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import InitProcessGroupKwargs, set_seed
     from diffusers.optimization import get_scheduler
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -451,7 +464,8 @@ def train(args: argparse.Namespace) -> Optional[Path]:
             raise TrainingError(f"--resume {resume_path}: the checkpoint was trained with different model "
                                 f"settings {changed} (checkpoint, now); use the checkpoint's values")
     accelerator = Accelerator(mixed_precision=_mixed_precision(args), cpu=args.cpu,
-                              dynamo_backend="inductor" if args.compile else None)
+                              dynamo_backend="inductor" if args.compile else None,
+                              kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=args.ddp_timeout))])
     device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
     micro_size = _check_args(args, world)
     accum = args.gradient_accumulation_steps

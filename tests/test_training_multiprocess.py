@@ -1,4 +1,5 @@
-"""`accelerate launch` with 2 CPU processes (gloo): ranks agree on the weights and only rank 0 writes."""
+"""`accelerate launch` with 2 CPU processes (gloo): ranks build the latent cache together, agree on the
+weights, and only rank 0 writes checkpoints and logs."""
 
 import json
 import os
@@ -35,11 +36,15 @@ def test_two_process_cpu_run(tmp_path, tiny_base_dir, toy_emopair):
            "--batch_size", "4", "--gradient_accumulation_steps", "2", "--max_steps", "3", "--num_workers", "0",
            "--learning_rate", "1e-3", "--save_model_dir", str(tmp_path / "models"),
            "--train_save_dir", str(tmp_path / "logs"), "--checkpoint_every", "2", "--log_every", "1",
-           "--image_every", "3", "--no_progress"]
+           "--image_every", "3", "--no_progress",
+           # the ranks split the cache shards between them (3 shards of 10 pairs)
+           "--latent_cache", str(tmp_path / "cache"), "--cache_shard_size", "10"]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        "COMPLETE", "meta.json", "shard_00000.safetensors", "shard_00001.safetensors", "shard_00002.safetensors"]
     summary = json.loads((tmp_path / "models" / "model" / "training_summary.json").read_text())
     assert summary["num_processes"] == 2 and summary["steps"] == 3
     final = ckpt.list_checkpoints(ckpt.checkpoint_root(tmp_path / "models"))[-1]

@@ -9,6 +9,7 @@ with random weights and times optimizer steps of `emoeditor.training.compute_los
                   VAE + CLIP run every step (unsafe: most lr-1e-5 updates round away in fp16
                   weights, see changed_weight_fraction; no loss scaling)
   default         our default: fp32 master weights, bf16 autocast, frozen parts in bf16, VAE + CLIP every step
+  default_gc      default + gradient checkpointing
   default_24gb    default + gradient checkpointing + 8-bit Adam (bitsandbytes): the paper's batch on 24 GB
   fastest         cached latents (no VAE/CLIP per step), torch.compile, fused Adam, TF32, bf16 autocast
 
@@ -38,6 +39,8 @@ from emoeditor.training import ADAM_EPS, OFFICIAL_ADAM_EPS, EmoEditorDenoiser, c
 MODES = {
     "official_fp16": dict(precision="fp16_weights", cached=False, compile=False, fused=False, eps=OFFICIAL_ADAM_EPS),
     "default": dict(precision="bf16_autocast", cached=False, compile=False, fused=False, eps=ADAM_EPS),
+    "default_gc": dict(precision="bf16_autocast", cached=False, compile=False, fused=False, eps=ADAM_EPS,
+                       gradient_checkpointing=True),
     "default_24gb": dict(precision="bf16_autocast", cached=False, compile=False, fused=False, eps=ADAM_EPS,
                          gradient_checkpointing=True, adam_8bit=True),
     "fastest": dict(precision="bf16_autocast", cached=True, compile=True, fused=True, eps=ADAM_EPS, tf32=True),

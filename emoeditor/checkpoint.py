@@ -64,9 +64,9 @@ def save_checkpoint(root: Path, step: int, weights: dict[str, torch.Tensor], sta
     """Write step `step` atomically, point ``latest`` at it, and prune to the last `keep_last`."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{STEP_PREFIX}{step:08d}"
+    for stale in root.glob(f".{STEP_PREFIX}*.tmp"):  # left by a run killed mid-save
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".{final.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     tmp.mkdir()
     save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / MODEL_FILE))
     torch.save({**state, "args": plain(args)}, tmp / STATE_FILE)

@@ -272,3 +272,31 @@ def test_train_cli_uses_yaml_preset_as_defaults(tmp_path, tiny_base_dir, toy_emo
     for name in ("paper", "tiny"):
         parse_args(training.build_parser(), ["--config", str(repo / "configs" / f"{name}.yaml")])  # presets only name real flags
     assert callable(train_script.main)
+
+
+def test_checkpoint_save_is_atomic_and_pruned(tmp_path, monkeypatch):
+    root = tmp_path / "checkpoints"
+    w = {"a": torch.arange(4.0)}
+    state = {"step": 1, "nested": {"t": torch.ones(2), "xs": [1, 2.5, None, True]}}
+    ckpt.save_checkpoint(root, 1, w, state, {"path": tmp_path, "n": 3}, keep_last=2)
+
+    def crash(*a, **kw):
+        raise KeyboardInterrupt("killed mid-save")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_checkpoint(root, 2, {"a": torch.zeros(4)}, state, {}, keep_last=2)
+    monkeypatch.undo()
+    # The half-written step 2 is invisible: `latest` still resolves to the complete step 1.
+    latest = ckpt.resolve_checkpoint("latest", tmp_path)
+    assert latest.name == "step_00000001" and [p.name for p in ckpt.list_checkpoints(root)] == ["step_00000001"]
+    weights, loaded = ckpt.load_checkpoint(latest)  # weights_only=True read of tensors + primitives
+    assert torch.equal(weights["a"], w["a"]) and loaded["nested"]["xs"] == [1, 2.5, None, True]
+    assert loaded["args"] == {"path": str(tmp_path), "n": 3}
+    for step in (2, 3, 4):
+        ckpt.save_checkpoint(root, step, w, state, {}, keep_last=2)
+    assert [p.name for p in ckpt.list_checkpoints(root)] == ["step_00000003", "step_00000004"]
+    assert not list(root.glob(".*.tmp"))
+    assert ckpt.resolve_checkpoint(str(tmp_path), tmp_path).name == "step_00000004"
+    with pytest.raises(ckpt.MissingWeightsError):
+        ckpt.resolve_checkpoint(str(tmp_path / "nowhere"), tmp_path)

@@ -26,3 +26,21 @@ def test_bench_tiny_cpu(tmp_path):
     # Same seed and data: the cached-latent mode starts from the same loss as the per-step-encode mode.
     assert math.isclose(modes["fastest"]["loss_first"], modes["default"]["loss_first"], rel_tol=2e-2)
     assert modes["default"]["changed_weight_fraction"] > 0.5  # fp32 master weights take every update
+
+
+def test_full_size_configs_match_sd15_ip2p_parameter_counts():
+    """The benchmark's random-weight models have the public SD1.5-Ip2p sizes (built on the meta device)."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from emoeditor.constants import CLIP_VIT_L14_TEXT_CONFIG, SD15_IP2P_UNET_CONFIG, SD15_VAE_CONFIG
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**SD15_IP2P_UNET_CONFIG)
+        vae = AutoencoderKL(**SD15_VAE_CONFIG)
+        text = CLIPTextModel(CLIPTextConfig(**CLIP_VIT_L14_TEXT_CONFIG))
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    # SD1.5 UNet 859,520,964 + 4 extra input channels of conv_in (4 * 320 * 3 * 3 = 11,520)
+    assert count(unet) == 859_520_964 + 11_520
+    assert count(vae) == 83_653_863 and count(text) == 123_060_480

@@ -229,7 +229,10 @@ def plot_iteration_curves(curves: Sequence[Mapping], path: str | Path) -> Path:
         for ax, c in zip(axes, cols):
             ax.plot(ks, [float(r[c]) for r in group], marker=".", linestyle="-" if rel == "cross" else "--",
                     label=f"{method} ({rel})")
+    from matplotlib.ticker import MaxNLocator
+
     for ax, c in zip(axes, cols):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("max iterations k")
         ax.set_title(c)
     axes[0].legend(fontsize=7)

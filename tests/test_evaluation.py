@@ -322,6 +322,7 @@ def test_cli_tiny_emoeditor_tables_fig_s11_and_rerun(toy_split, tiny_predictor_d
         assert float(k1[col]) == pytest.approx(float(table["wo_P"][col]))
     traces = [json.loads(p.read_text()) for p in (out / "ours" / "traces").glob("*.json")]
     assert len(traces) == 14 and all(len(t["candidate_files"]) == len(t["iterations"]) for t in traces)
+    assert not (out / "wo_P" / "candidates").exists()  # one pass keeps no candidates
 
     main(argv + ["--no_grid"])
     report = json.loads((out / "report.json").read_text())

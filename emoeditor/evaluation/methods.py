@@ -180,6 +180,8 @@ def _emoeditor(options: dict, context: MethodContext) -> Editor:
         kwargs["torch_dtype"] = DTYPES[dtype]
     for key, value in opts.items():  # anything else goes through as a typed keyword
         kwargs[key] = _typed(value)
+    if critic["critic"] == "none":
+        kwargs["keep_candidates"] = False  # one pass: the output is the only candidate
     try:
         config = CriticConfig(**critic)
     except (TypeError, ValueError) as exc:

@@ -103,6 +103,9 @@ def load_jobs(settings: EvalSettings) -> tuple[list[Job], Path]:
         sources = folder_sources(settings.source_folder)
         root = Path(settings.source_folder)
     else:
+        if not settings.split:
+            raise SplitError("no jobs: pass --split json/test_split.json (scripts/make_test_split.py) "
+                             "or --source_folder <images>")
         split = load_split(settings.split)
         root = Path(settings.image_root or split.get("emoset_root") or ".")
         sources = split["sources"]
@@ -207,7 +210,7 @@ def _candidate_images(result, i: int) -> Optional[list[torch.Tensor]]:
     return None
 
 
-def _check_output(image: torch.Tensor, size: int, label: str) -> None:
+def _check_output(image: torch.Tensor, label: str) -> None:
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"{label} returned an image of shape {tuple(image.shape)}; expected (3, H, W)")
     if not torch.isfinite(image).all():
@@ -258,7 +261,7 @@ def _run_chunk(editor, store: MethodStore, stats: MethodStats, chunk: list[Job],
         return
     for i, job in enumerate(chunk):
         try:
-            _check_output(result.images[i], settings.image_size, editor.name)
+            _check_output(result.images[i], editor.name)
             trace = result.traces[i] if result.traces else None
             _save_job(store, job, result.images[i], trace, _candidate_images(result, i))
             stats.generated += 1
@@ -270,11 +273,12 @@ def _run_chunk(editor, store: MethodStore, stats: MethodStats, chunk: list[Job],
 def generate(spec: MethodSpec, jobs: Sequence[Job], sources: dict, bad_sources: dict, store: MethodStore,
              settings: EvalSettings, context: MethodContext, rank: int = 0, world: int = 1) -> MethodStats:
     """Edit every job of this process's shard whose output is missing or corrupt."""
-    stats = MethodStats(jobs=len(jobs))
-    todo = []
     # Shard the full job list, not the missing ones: ranks list the disk at different moments,
     # so only a split fixed in advance gives every job to exactly one process.
-    for job in jobs[rank::world]:
+    shard = list(jobs[rank::world])
+    stats = MethodStats(jobs=len(shard))
+    todo = []
+    for job in shard:
         path = store.image(job.job_id)
         if job.source_id in bad_sources:
             stats.bad_source += 1
@@ -287,13 +291,12 @@ def generate(spec: MethodSpec, jobs: Sequence[Job], sources: dict, bad_sources: 
                 stats.regenerated_corrupt += 1
                 path.unlink()
             todo.append(job)
-    mine = todo
-    if not mine or settings.skip_generation:
+    if not todo or settings.skip_generation:
         return stats
     start = time.perf_counter()
     editor = spec.build(context)  # only built when there is something to do
-    chunks = [mine[i:i + settings.chunk_size] for i in range(0, len(mine), settings.chunk_size)]
-    with tqdm(total=len(mine), desc=f"edit {spec.label}", disable=rank != 0) as bar:
+    chunks = [todo[i:i + settings.chunk_size] for i in range(0, len(todo), settings.chunk_size)]
+    with tqdm(total=len(todo), desc=f"edit {spec.label}", disable=rank != 0) as bar:
         for chunk in chunks:
             _run_chunk(editor, store, stats, chunk, sources, settings)
             bar.update(len(chunk))

@@ -170,30 +170,65 @@ def test_lambda_zero_run_logs_loss_equal_l_noise(tmp_path, tiny_base_dir, toy_em
     assert min(scalars(args, "l_emb")) > 0
 
 
+KILL_AFTER_CHECKPOINT = """
+import os, signal, sys, torch
+torch.set_num_threads(1)
+from emoeditor import checkpoint, training
+save = checkpoint.save_checkpoint
+
+def save_then_die(root, step, *a, **kw):
+    path = save(root, step, *a, **kw)
+    if step == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no export: a preempted job
+    return path
+
+checkpoint.save_checkpoint = save_then_die
+training.train(training.default_args(**__import__("json").loads(sys.argv[1])))
+"""
+
+
 def test_resume_is_bit_exact(tmp_path, tiny_base_dir, toy_emopair):
+    import signal
+    import subprocess
+    import sys
+
     common = dict(max_steps=6, gradient_accumulation_steps=2, ema_decay=0.9, lr_scheduler="cosine",
                   lr_warmup_steps=2, cond_dropout=0.2, checkpoint_every=3, max_grad_norm=1.0)
     straight = make_args(tmp_path, tiny_base_dir, toy_emopair, "straight", **common)
     training.train(straight)
-    killed = make_args(tmp_path, tiny_base_dir, toy_emopair, "resumed", stop_at_step=3, resume="auto", **common)
-    assert training.train(killed) is None
-    assert not (tmp_path / "resumed" / "models" / "model").exists()
-    resumed = make_args(tmp_path, tiny_base_dir, toy_emopair, "resumed", resume="auto", **common)
+
+    # (a) A process killed (SIGKILL) right after its step-3 checkpoint, resumed with --resume auto.
+    killed = make_args(tmp_path, tiny_base_dir, toy_emopair, "killed", **common)
+    script = tmp_path / "kill_after_checkpoint.py"
+    script.write_text(KILL_AFTER_CHECKPOINT)
+    proc = subprocess.run([sys.executable, str(script), json.dumps(vars(killed)), "3"], capture_output=True,
+                          text=True, timeout=180, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert not (tmp_path / "killed" / "models" / "model").exists()
+    training.train(make_args(tmp_path, tiny_base_dir, toy_emopair, "killed", resume="auto", **common))
+
+    # (b) The same with --stop_at_step (a job with a time limit), resumed with --resume latest.
+    stopped = make_args(tmp_path, tiny_base_dir, toy_emopair, "stopped", stop_at_step=3, **common)
+    assert training.train(stopped) is None
+    assert not (tmp_path / "stopped" / "models" / "model").exists()
+    resumed = make_args(tmp_path, tiny_base_dir, toy_emopair, "stopped", resume="latest", **common)
     training.train(resumed)
 
-    a, b = final_weights(straight), final_weights(resumed)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    a = final_weights(straight)
     _, sa = ckpt.load_checkpoint(ckpt.list_checkpoints(ckpt.checkpoint_root(straight.save_model_dir))[-1])
-    _, sb = ckpt.load_checkpoint(ckpt.list_checkpoints(ckpt.checkpoint_root(resumed.save_model_dir))[-1])
-    assert all(torch.equal(x, y) for x, y in zip(sa["ema"]["shadow_params"], sb["ema"]["shadow_params"]))
-    assert sa["lr_scheduler"] == sb["lr_scheduler"]
+    for run in (killed, resumed):
+        b = final_weights(run)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        _, sb = ckpt.load_checkpoint(ckpt.list_checkpoints(ckpt.checkpoint_root(run.save_model_dir))[-1])
+        assert all(torch.equal(x, y) for x, y in zip(sa["ema"]["shadow_params"], sb["ema"]["shadow_params"]))
+        assert sa["lr_scheduler"] == sb["lr_scheduler"] and sb["step"] == 6
     # Exported EMA weights differ from the raw ones.
     from emoeditor.pipeline import EmoEditorPipeline
-    pipe = EmoEditorPipeline.from_pretrained(tmp_path / "resumed" / "models" / "model")
-    assert not torch.equal(pipe.unet.conv_in.weight, b["unet.conv_in.weight"])
+    pipe = EmoEditorPipeline.from_pretrained(tmp_path / "stopped" / "models" / "model")
+    assert not torch.equal(pipe.unet.conv_in.weight, a["unet.conv_in.weight"])
 
     # Resuming with a different model setting is refused with a clear message.
-    wrong = make_args(tmp_path, tiny_base_dir, toy_emopair, "resumed", resume="latest", emotion_input="onehot")
+    wrong = make_args(tmp_path, tiny_base_dir, toy_emopair, "stopped", resume="latest", emotion_input="onehot")
     with pytest.raises(training.TrainingError, match="emotion_input"):
         training.train(wrong)
 

@@ -12,11 +12,13 @@ under --out: a rerun edits and scores only what is missing. Generalisation runs 
 """
 
 import argparse
+from pathlib import Path
 
 from emoeditor.config import parse_args, run_cli
 from emoeditor.constants import (BOOTSTRAP_RESAMPLES, CAM_TARGETS, CI_LEVEL, ENRD_REDUCTIONS, IMAGE_SIZE,
                                  TEST_SPLIT_JSON)
 from emoeditor.critic import CRITICS
+from emoeditor.evaluation.methods import PRESETS
 from emoeditor.evaluation.runner import EvalSettings, format_summary, run_evaluation
 
 
@@ -34,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--image_size", type=int, default=IMAGE_SIZE, help="sources are resized to this square size")
     g.add_argument("--seed", type=int, default=0, help="base seed; each job's generator is seeded from it and its id")
     g = p.add_argument_group("methods")
-    g.add_argument("--methods", nargs="+", default=["ours"], help="[label=]name[:key=value,...] per method")
+    g.add_argument("--methods", nargs="+", default=["ours"],
+                   help=f"[label=]name[:key=value,...] per method; names: {', '.join(sorted(PRESETS))}")
     g.add_argument("--model", default=None, help="EmoEditor model folder (default for emoeditor methods)")
     g.add_argument("--predictor", default=None, help="emotion predictor P (folder or emo_predictor.pt)")
     g.add_argument("--critic", choices=CRITICS, default="paper", help="EmoEditor's critic policy")
@@ -70,8 +73,11 @@ def main(argv=None):
     if settings.metric_size == 0:
         settings.metric_size = None
     report = run_evaluation(settings)
-    if report:
+    if report:  # rank 0
         print(format_summary(report))
+        table = Path(settings.out) / "table1_cross.md"
+        if table.exists():
+            print("\n" + table.read_text())
 
 
 if __name__ == "__main__":

@@ -346,3 +346,33 @@ def test_sharded_generation_matches_one_process(toy_split, tmp_path):
     assert [s.generated for s in shards] == [7, 7]
     for job in jobs:
         assert one.image(job.job_id).read_bytes() == two.image(job.job_id).read_bytes()
+
+
+@pytest.mark.slow
+def test_two_process_run_equals_one_process(toy_split, tiny_predictor_dir, tiny_model_dir, tmp_path):
+    """`accelerate launch` with 2 CPU processes: each edits its shard, rank 0 sums the counts and
+    writes the tables; every output is byte-identical to a one-process run (per-job seeds)."""
+    import os
+    import socket
+    split_path, _ = toy_split
+    args = ["--config", str(ROOT / "configs/eval_tiny.yaml"), "--split", str(split_path),
+            "--predictor", str(tiny_predictor_dir), "--model", str(tiny_model_dir), "--methods", "ours",
+            "--per_class", "1", "--targets", "awe", "--num_loop", "2", "--no_grid", "--bootstrap", "0"]
+    _evaluate_main()(args + ["--out", str(tmp_path / "one")])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+           str(ROOT / "scripts/evaluate.py"), *args, "--out", str(tmp_path / "two")]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert report["num_jobs"] == 7 and report["methods"]["ours"]["generated"] == 7
+    assert report["methods"]["ours"]["scored"] == 7
+    one = sorted((tmp_path / "one" / "ours" / "images").glob("*.png"))
+    assert len(one) == 7
+    for p in one:
+        assert p.read_bytes() == (tmp_path / "two" / "ours" / "images" / p.name).read_bytes(), p.name
+    assert (tmp_path / "one" / "table1_cross.csv").read_text() == (tmp_path / "two" / "table1_cross.csv").read_text()

@@ -24,6 +24,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -382,6 +383,12 @@ def _jobs(paths: Sequence[Path], target: Optional[torch.Tensor], args, predictor
                       meta={"input": str(path), "target_label": label})
 
 
+def trace_json(trace: dict) -> str:
+    """Indented JSON with every list of numbers (P's probabilities, the target) on one line."""
+    text = json.dumps(trace, indent=1)
+    return re.sub(r"\[\s+([-+0-9.eE,\s]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
+
+
 def _strip(result: JobResult) -> torch.Tensor:
     """Source, every candidate, and the returned image, side by side."""
     tiles = [result.job.image.cpu()] + list(result.candidates or []) + [result.image]
@@ -495,7 +502,7 @@ def run_inference(args, process=None) -> dict:
             out_path = save_image(result.image, out_dir / name)
             stem = Path(name).stem
             result.trace["output"] = str(out_path)
-            (out_dir / "traces" / f"{stem}.json").write_text(json.dumps(result.trace, indent=1))
+            (out_dir / "traces" / f"{stem}.json").write_text(trace_json(result.trace))
             if args.save_strip:
                 save_image(_strip(result), out_dir / "strips" / f"{stem}.png")
             if args.save_candidates:

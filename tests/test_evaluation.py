@@ -109,6 +109,9 @@ def test_method_specs():
     assert (m.label, m.kind, m.opts, m.paper_row) == ("lam0", "emoeditor", {"model": "runs/x", "num_loop": "5"},
                                                       "w/o L_emb")
     assert parse_method("wo_P").opts == {"critic": "none"}
+    with pytest.raises(MethodError, match="lambda_emb 0"):
+        parse_method("wo_Lemb")  # without its own model it would silently be "ours"
+    assert parse_method("x=emoeditor:critic=official").paper_row is None
     assert parse_method("x=identity:paper_row=CT").paper_row == "CT"
     with pytest.raises(MethodError, match="unknown method"):
         parse_method("nonsense")

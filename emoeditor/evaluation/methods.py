@@ -54,6 +54,8 @@ PRESETS: dict[str, tuple[str, dict, Optional[str]]] = {
     "ours_official": ("emoeditor", {"critic": "official"}, None),
     "identity": ("identity", {}, None),
 }
+# Presets that are meaningless without an option (the ablation is a different model).
+REQUIRED_OPTIONS = {"wo_Lemb": ("model", "a model trained with `train.py --lambda_emb 0`")}
 
 
 def register_editor(kind: str, paper_row: Optional[str] = None) -> Callable[[EditorFactory], EditorFactory]:
@@ -105,6 +107,9 @@ def parse_method(spec: str) -> MethodSpec:
         if not eq or not key.strip():
             raise MethodError(f"method {spec!r}: option {item!r} must be key=value")
         options[key.strip()] = value.strip()
+    if name in REQUIRED_OPTIONS and REQUIRED_OPTIONS[name][0] not in options:
+        key, what = REQUIRED_OPTIONS[name]
+        raise MethodError(f"method {spec!r} needs :{key}=<...> ({what}), e.g. {name}:{key}=runs/lambda0/model")
     paper_row = options.pop("paper_row", paper_row) or None
     label = label.strip() or name
     if not _LABEL.match(label):
@@ -149,7 +154,7 @@ def _bool(value: str) -> bool:
 CRITIC_OPTIONS = ("critic", "num_loop", "ssim_low", "ssim_high", "confidence", "confidence_mode", "direction_probs")
 
 
-@register_editor("emoeditor", paper_row="Ours")
+@register_editor("emoeditor")
 def _emoeditor(options: dict, context: MethodContext) -> Editor:
     """EmoEditor with the batched critic loop. Options: model, predictor, the critic's (critic,
     num_loop, ssim_low, ssim_high, confidence, confidence_mode, direction_probs), dtype, and any

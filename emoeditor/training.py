@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cache_shard_size", type=int, default=1024)
     g = p.add_argument_group("model")
     g.add_argument("--base_model", default=IP2P_HUB_ID, help="local diffusers InstructPix2Pix folder or hub id")
+    g.add_argument("--init_model", default=None,
+                   help="start the UNet + emotion encoder from an exported EmoEditor folder or the official "
+                        "release (model_ip2p.pt + model_emoenc.pt) instead of Ip2p + a fresh encoder")
     g.add_argument("--emotion_input", default="direction", choices=EMOTION_INPUTS,
                    help="encoder input: target - P(source) (official) or the one-hot target (paper wording)")
     g.add_argument("--encoder_hidden", type=int, nargs="+", default=list(EMOTION_ENCODER_HIDDEN))
@@ -402,6 +405,34 @@ def export_pipeline(model: EmoEditorDenoiser, args, export_dir: Path) -> Path:
 
 
 # -------------------------------------------------------------------------------------------- train
+def initial_weights(args, base: dict, embed_dim: int):
+    """(UNet, emotion encoder) to train: Ip2p's UNet + a fresh encoder, or those of --init_model."""
+    from .models.emotion_encoder import EmotionEncoder
+
+    learned_null = args.cond_dropout > 0 and args.null_embedding == "learned"
+    if not args.init_model:
+        encoder = EmotionEncoder(hidden_dims=tuple(args.encoder_hidden), seq_len=TEXT_SEQ_LEN,
+                                 embed_dim=embed_dim, learned_null=learned_null)
+        return base["unet"], encoder
+    from .inference import load_model
+
+    init = load_model(args.init_model, args.base_model)
+    loaded = init.emotion_encoder
+    config = {**dict(loaded.config), "learned_null": learned_null}
+    encoder = EmotionEncoder(**{k: config[k] for k in ("num_emotions", "hidden_dims", "seq_len", "embed_dim",
+                                                       "learned_null")})
+    if config["embed_dim"] != embed_dim:
+        raise TrainingError(f"--init_model {args.init_model}: its emotion encoder outputs {config['embed_dim']}-d "
+                            f"embeddings but the text encoder of --base_model is {embed_dim}-d")
+    state = {k: v for k, v in loaded.state_dict().items() if k != "null_embedding" or learned_null}
+    result = encoder.load_state_dict(state, strict=False)  # a null embedding absent from the init starts at zero
+    if result.unexpected_keys or set(result.missing_keys) - {"null_embedding"}:
+        raise TrainingError(f"--init_model {args.init_model}: emotion encoder keys do not match "
+                            f"(missing {result.missing_keys}, unexpected {result.unexpected_keys})")
+    args.encoder_hidden = list(config["hidden_dims"])  # recorded in checkpoints as what was trained
+    return init.unet.float(), encoder.float()
+
+
 def _check_args(args, world: int) -> int:
     if args.emotion_input not in EMOTION_INPUTS:
         raise TrainingError(f"--emotion_input {args.emotion_input!r}: choose one of {', '.join(EMOTION_INPUTS)}")
@@ -448,7 +479,6 @@ def train(args: argparse.Namespace) -> Optional[Path]:
 
     from .imageio import save_image
     from .models.components import load_base_components
-    from .models.emotion_encoder import EmotionEncoder
 
     # 1. Accelerator, resume state, argument checks.
     resume_weights = resume_state = None
@@ -480,10 +510,7 @@ def train(args: argparse.Namespace) -> Optional[Path]:
     weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
     frozen = frozen_components(base, device, weight_dtype)
     noise_scheduler = base["scheduler"]
-    encoder = EmotionEncoder(hidden_dims=tuple(args.encoder_hidden), seq_len=TEXT_SEQ_LEN,
-                             embed_dim=frozen["text_encoder"].config.hidden_size,
-                             learned_null=args.cond_dropout > 0 and args.null_embedding == "learned")
-    unet = base["unet"]
+    unet, encoder = initial_weights(args, base, frozen["text_encoder"].config.hidden_size)
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     model = EmoEditorDenoiser(unet, encoder).train()

@@ -163,11 +163,23 @@ def test_loss_decreases_and_export_loads(tmp_path, tiny_base_dir, toy_emopair):
     assert edit.shape == (1, 3, 64, 64) and 0 <= float(edit.min()) <= float(edit.max()) <= 1
 
 
-def test_lambda_zero_run_logs_loss_equal_l_noise(tmp_path, tiny_base_dir, toy_emopair):
+def test_lambda_zero_run_logs_loss_equal_l_noise_and_init_model(tmp_path, tiny_base_dir, toy_emopair):
     args = make_args(tmp_path, tiny_base_dir, toy_emopair, lambda_emb=0.0, max_steps=2, gradient_checkpointing=True)
-    training.train(args)
+    export = training.train(args)
     assert scalars(args, "loss") == scalars(args, "l_noise")
     assert min(scalars(args, "l_emb")) > 0
+
+    # --init_model starts from that export (here with lr 0, so the weights stay exactly the export's),
+    # adding a learned null embedding for cond dropout that the export did not have.
+    again = make_args(tmp_path, tiny_base_dir, toy_emopair, "init", init_model=str(export), learning_rate=0.0,
+                      max_steps=1, cond_dropout=0.5, encoder_hidden=[8, 8, 8])
+    training.train(again)
+    w0, w1 = final_weights(args), final_weights(again)
+    assert set(w1) == set(w0) | {"emotion_encoder.null_embedding"}
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    assert not w1["emotion_encoder.null_embedding"].any()
+    assert json.loads((tmp_path / "init" / "models" / "model" / "training_args.json").read_text())[
+        "encoder_hidden"] == list(TINY_ENCODER_HIDDEN)  # what was trained, not the ignored flag
 
 
 KILL_AFTER_CHECKPOINT = """

@@ -24,6 +24,16 @@ IMAGE_SIZE = 224
 NUM_TRAIN_TIMESTEPS = 1000
 # The official script feeds [0, 1] images to the VAE during training but [-1, 1] at inference.
 VAE_INPUT_RANGES = ("minus_one_one", "zero_one")
+# Training-loop defaults that are ours or the official script's (emoeditor/training.py).
+MAX_EPOCH = 1000  # official train.py
+IMAGE_EVERY = 10000  # official: an image strip and a checkpoint every 10000 iterations
+ADAM_EPS = 1e-8  # torch's default; fp32 master weights need no larger eps
+OFFICIAL_ADAM_EPS = 1e-3  # official: a workaround for its pure-fp16 Adam
+CHECKPOINT_EVERY = 1000
+KEEP_LAST = 3
+LOG_EVERY = 10
+MAX_NONFINITE = 10  # consecutive non-finite losses before a run stops
+DDP_TIMEOUT_S = 1800  # seconds a process waits at a barrier (as transformers' Trainer)
 
 # VAE latent scale of SD 1.x (official ip2p.py CONST_SCALE).
 LATENT_SCALE = 0.18215

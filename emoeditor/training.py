@@ -30,9 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint as ckpt
-from .constants import (BATCH_SIZE, EMOPAIR_JSON, EMOPAIR_ROOT, EMOPAIR_SUBSETS, EMOTION_ENCODER_HIDDEN,
-                        EMOTION_INPUTS, IMAGE_SIZE, IP2P_HUB_ID, LAMBDA_EMB, LATENT_SCALE, LEARNING_RATE,
-                        NUM_INFERENCE_STEPS, TEXT_SEQ_LEN, VAE_INPUT_RANGES)
+from .constants import (ADAM_EPS, BATCH_SIZE, CHECKPOINT_EVERY, DDP_TIMEOUT_S, EMOPAIR_JSON, EMOPAIR_ROOT,
+                        EMOPAIR_SUBSETS, EMOTION_ENCODER_HIDDEN, EMOTION_INPUTS, IMAGE_EVERY, IMAGE_SIZE,
+                        IP2P_HUB_ID, KEEP_LAST, LAMBDA_EMB, LATENT_SCALE, LEARNING_RATE, LOG_EVERY, MAX_EPOCH,
+                        MAX_NONFINITE, NUM_INFERENCE_STEPS, OFFICIAL_ADAM_EPS, TEXT_SEQ_LEN, VAE_INPUT_RANGES)
 from .emotions import emotion_input
 from .errors import EmoEditorError
 from .latent_cache import target_posterior
@@ -40,16 +41,6 @@ from .models.latents import sample_latents
 
 logger = logging.getLogger(__name__)
 
-# Defaults that are ours, not the paper's (the paper fixes lambda, lr, batch and T; see constants).
-MAX_EPOCH = 1000  # official train.py
-DDP_TIMEOUT_S = 1800  # as transformers' Trainer
-MAX_NONFINITE = 10  # consecutive non-finite losses before the run stops
-CHECKPOINT_EVERY = 1000
-KEEP_LAST = 3
-LOG_EVERY = 10
-IMAGE_EVERY = 10000  # official: a strip and a checkpoint every 10000 iterations
-ADAM_EPS = 1e-8  # official: 1e-3, a workaround for its pure-fp16 Adam
-OFFICIAL_ADAM_EPS = 1e-3
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 NULL_EMBEDDINGS = ("learned", "zero")
 # Args that change the model itself: a resumed run must use the checkpoint's values.

@@ -30,11 +30,11 @@ from pathlib import Path
 import torch
 
 from emoeditor.config import parse_args, run_cli
-from emoeditor.constants import (BATCH_SIZE, CLIP_VIT_L14_TEXT_CONFIG, IMAGE_SIZE, LAMBDA_EMB, LEARNING_RATE,
-                                 SD15_IP2P_UNET_CONFIG, SD15_VAE_CONFIG, TEXT_SEQ_LEN)
+from emoeditor.constants import (ADAM_EPS, BATCH_SIZE, CLIP_VIT_L14_TEXT_CONFIG, IMAGE_SIZE, LAMBDA_EMB, LEARNING_RATE,
+                                 OFFICIAL_ADAM_EPS, SD15_IP2P_UNET_CONFIG, SD15_VAE_CONFIG, TEXT_SEQ_LEN)
 from emoeditor.models.components import sd_v1_ddim_scheduler
 from emoeditor.models.emotion_encoder import EmotionEncoder
-from emoeditor.training import ADAM_EPS, OFFICIAL_ADAM_EPS, EmoEditorDenoiser, compute_loss
+from emoeditor.training import EmoEditorDenoiser, compute_loss
 
 MODES = {
     "official_fp16": dict(precision="fp16_weights", cached=False, compile=False, fused=False, eps=OFFICIAL_ADAM_EPS),

@@ -274,6 +274,30 @@ def ensure_latent_cache(args, frozen: dict, accelerator=None) -> Path:
     return Path(args.latent_cache)
 
 
+class SkipBadItems(torch.utils.data.Dataset):
+    """With --skip_bad: a pair whose image fails to decode mid-run (validation reads only headers) is
+    replaced by the next good one, with a warning, so batches keep their size and the run goes on."""
+
+    MAX_TRIES = 16
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        from .errors import ImageLoadError
+
+        for k in range(self.MAX_TRIES):
+            try:
+                return self.dataset[(i + k) % len(self.dataset)]
+            except ImageLoadError as exc:
+                logger.warning("skipping a bad pair (--skip_bad): %s", exc)
+        raise TrainingError(f"{self.MAX_TRIES} consecutive EmoPair pairs from index {i} failed to load; "
+                            f"check the images under the data root")
+
+
 def build_dataset(args, accelerator, frozen: dict):
     """EmoPairDataset, or the latent cache of it (built first, shards split over the processes)."""
     from .data import EmoPairDataset, load_emopair
@@ -284,7 +308,8 @@ def build_dataset(args, accelerator, frozen: dict):
         return LatentCacheDataset(args.latent_cache)
     entries = load_emopair(args.json_path, args.data_root, args.subset, skip_bad=args.skip_bad,
                            progress=accelerator.is_main_process and not args.no_progress)
-    return EmoPairDataset(entries, args.data_root, args.image_size)
+    dataset = EmoPairDataset(entries, args.data_root, args.image_size)
+    return SkipBadItems(dataset) if args.skip_bad else dataset
 
 
 def frozen_components(base: dict, device, weight_dtype: torch.dtype) -> dict:

@@ -347,3 +347,15 @@ def test_checkpoint_save_is_atomic_and_pruned(tmp_path, monkeypatch):
     assert ckpt.resolve_checkpoint(str(tmp_path), tmp_path).name == "step_00000004"
     with pytest.raises(ckpt.MissingWeightsError):
         ckpt.resolve_checkpoint(str(tmp_path / "nowhere"), tmp_path)
+
+
+def test_skip_bad_replaces_a_pair_that_fails_mid_run(tmp_path, toy_emopair):
+    from emoeditor.data import EmoPairDataset, load_emopair
+
+    root, json_path = toy_emopair
+    entries = load_emopair(json_path, root)
+    broken = dict(entries[3], img_tgt_path="missing/target.jpg")  # fails only when read
+    data = EmoPairDataset(entries[:3] + [broken] + entries[4:6], root, 64)
+    wrapped = training.SkipBadItems(data)
+    assert wrapped[3]["index"] == 4 and torch.equal(wrapped[3]["target"], data[4]["target"])
+    assert wrapped[0]["index"] == 0

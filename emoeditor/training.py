@@ -259,6 +259,7 @@ def ensure_latent_cache(args, frozen: dict, accelerator=None) -> Path:
     entries = load_emopair(args.json_path, args.data_root, args.subset, skip_bad=args.skip_bad,
                            progress=main and not args.no_progress)
     dataset = EmoPairDataset(entries, args.data_root, args.image_size)
+    dataset = SkipBadItems(dataset) if args.skip_bad else dataset
     if main:
         lc.prepare_cache_dir(args.latent_cache, len(dataset), args.cache_shard_size, settings, fp)
     barrier()

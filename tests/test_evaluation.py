@@ -195,6 +195,8 @@ def _end_to_end(split_path, split, emoset, missing, tiny_predictor_dir, tmp_path
     assert float(row["enrd"]) == pytest.approx(float(ref["enrd"][0]))
     assert float(row["ess"]) == pytest.approx(float(ref["ess"][0]))
     assert (row["emr"] == "True") == bool(ref["emr"][0])
+    probs = [float(x) for x in row["probs_out"].split()]
+    assert probs == pytest.approx(ref["probs_out"][0].tolist(), abs=1e-5) and sum(probs) == pytest.approx(1, abs=1e-4)
 
     # Fig. S11: k = num_loop reproduces the table; k = 1 is the first candidate of every job
     curves = read_csv(out / "fig_s11.csv")

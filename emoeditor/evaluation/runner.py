@@ -348,7 +348,10 @@ def _score_batch(predictor, items: list[tuple[dict, torch.Tensor, torch.Tensor, 
                      "ess": float(m["ess"][i]), "esmi": float(m["esmi"][i]), "s_str": float(m["s_str"][i]),
                      "s_emo": float(m["s_emo"][i]), "kl_src": float(m["kl_src"][i]), "kl_out": float(m["kl_out"][i]),
                      "pred_src": EMOTIONS[int(m["probs_src"][i].argmax())], "pred_out": EMOTIONS[int(probs.argmax())],
-                     "target_conf_out": float(probs[support].sum())})
+                     "target_conf_out": float(probs[support].sum()),
+                     # P's full distributions, for analyses beyond the five metrics
+                     "probs_src": [round(float(x), 6) for x in m["probs_src"][i]],
+                     "probs_out": [round(float(x), 6) for x in probs]})
     return rows
 
 

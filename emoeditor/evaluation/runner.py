@@ -612,6 +612,7 @@ def run_evaluation(settings: EvalSettings) -> dict:
     if settings.predictor is None:
         raise EmoEditorError("--predictor is required: the metrics (and EmoEditor's critic) need the emotion "
                              "predictor P (emo_predictor/)")
+    predictor = load_predictor(settings.predictor, device=device)  # fail before hours of editing, not after
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     jobs, root = load_jobs(settings)
@@ -632,7 +633,6 @@ def run_evaluation(settings: EvalSettings) -> dict:
     state.wait_for_everyone()
     if not state.is_main_process:
         return {}
-    predictor = load_predictor(settings.predictor, device=device)
     rows, curves = [], []
     for spec in specs:
         store, stats = MethodStore(out, spec.label), all_stats[spec.label]

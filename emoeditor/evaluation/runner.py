@@ -612,10 +612,10 @@ def run_evaluation(settings: EvalSettings) -> dict:
     if settings.predictor is None:
         raise EmoEditorError("--predictor is required: the metrics (and EmoEditor's critic) need the emotion "
                              "predictor P (emo_predictor/)")
+    jobs, root = load_jobs(settings)
     predictor = load_predictor(settings.predictor, device=device)  # fail before hours of editing, not after
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs, root = load_jobs(settings)
     sources, bad_sources = load_sources(jobs, root, settings.image_size)
     if not sources:
         raise SplitError(f"none of the {len(jobs)} jobs' source images could be read under {root} "

@@ -114,3 +114,14 @@ def test_cli_writes_split(tmp_path):
                           "--emopair_json", "none", "--per_class", "9", "--out", str(out)],
                          capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and "too few" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_toy_emoset_both_layouts(tmp_path):
+    from emoeditor.toy_emoset import write_toy_emoset
+    release = write_toy_emoset(tmp_path / "release", layout="release", per_class=(2, 1, 0), image_size=40)
+    folders = write_toy_emoset(tmp_path / "folders", layout="folders", per_class=(2, 1, 0), image_size=40)
+    a, b = list_emoset(release), list_emoset(folders)
+    assert len(a) == len(b) == 8 * 3
+    assert {e for e, _ in a} == {e for e, _ in b} == set(EMOTIONS)
+    assert all(p.startswith(("train/", "val/")) for _, p in b) and all(p.startswith("image/") for _, p in a)
+    assert all((folders / p).is_file() for _, p in b)

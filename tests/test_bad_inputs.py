@@ -2,7 +2,6 @@
 
 import json
 import struct
-import sys
 import zlib
 from pathlib import Path
 
@@ -17,8 +16,7 @@ from emoeditor.inference import write_tiny_assets
 from emoeditor.predictor import load_predictor
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-import test as test_cli  # noqa: E402
+from emoeditor import inference as test_cli  # test.py's entry point lives there
 
 SIZE = 64
 

@@ -18,8 +18,7 @@ from emoeditor.errors import InvalidTargetError
 from emoeditor.inference import job_seed, shard, write_tiny_assets
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-import test as test_cli  # noqa: E402  (the repository's test.py, not a test module)
+from emoeditor import inference as test_cli  # test.py's entry point lives there
 
 
 @pytest.fixture(scope="module")

@@ -268,10 +268,9 @@ def recalibrate_batchnorm(predictor: EmotionPredictor, loader: DataLoader, devic
 
 def save_confusion_png(confusion, path: str | Path, title: str = "") -> Path:
     """Row-normalised confusion matrix with counts in the cells."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .reporting import pyplot, save_figure
 
+    plt = pyplot()
     cm = np.asarray(confusion, dtype=np.float64)
     rates = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
@@ -287,11 +286,7 @@ def save_confusion_png(confusion, path: str | Path, title: str = "") -> Path:
                     color="white" if rates[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------- training

@@ -181,7 +181,8 @@ def _emotion_order(name: str) -> tuple:
 
 # ------------------------------------------------------------------------------------- plots
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend: plots are files, never windows (headless runs)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -190,9 +191,17 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
+
+
 def plot_bars(summary: Sequence[Mapping], path: str | Path, title: str = "") -> Path:
     """One panel per metric: our mean with its CI as an error bar, the paper's value as a black tick."""
-    plt = _pyplot()
+    plt = pyplot()
     cols = [c for c, _, _ in METRICS]
     fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 3.4))
     x = np.arange(len(summary))
@@ -211,16 +220,12 @@ def plot_bars(summary: Sequence[Mapping], path: str | Path, title: str = "") -> 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_iteration_curves(curves: Sequence[Mapping], path: str | Path) -> Path:
     """Fig. S11: each metric against the maximum number of critic iterations k, one line per method/relation."""
-    plt = _pyplot()
+    plt = pyplot()
     cols = [c for c, _, _ in METRICS]
     fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 3.0))
     for (method, rel), group in group_rows(curves, ["method", "relation"]).items():
@@ -237,11 +242,7 @@ def plot_iteration_curves(curves: Sequence[Mapping], path: str | Path) -> Path:
         ax.set_title(c)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def example_grid(sources: Mapping[str, np.ndarray], edits: Mapping[tuple[str, str], np.ndarray],
@@ -251,7 +252,7 @@ def example_grid(sources: Mapping[str, np.ndarray], edits: Mapping[tuple[str, st
     Composed as one canvas (one axes), which keeps it fast for many methods."""
     from PIL import Image
 
-    plt = _pyplot()
+    plt = pyplot()
     cols = [e for e in EMOTIONS if e in sources]
     per_col = {c: [t for t in EMOTIONS if (c, t) in edits] for c in cols}
     n_rows = max([len(v) for v in per_col.values()] + [0]) + 1
@@ -284,8 +285,4 @@ def example_grid(sources: Mapping[str, np.ndarray], edits: Mapping[tuple[str, st
         ax.text(j * step_x + cell / 2, i * step_y + label - 3, text, ha="center", va="bottom", fontsize=8, color=colour)
     if title:
         fig.suptitle(title, fontsize=9, y=0.995)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -19,7 +19,8 @@ import torch
 
 from ..constants import EMOSET_SPLIT_FILES, EMOTIONS, TEST_PER_CLASS, TEST_SPLIT_SEED
 from ..emotions import emotion_index, parse_target, target_label, target_valence, valence
-from ..errors import AnnotationError, EmoEditorError
+from ..data import read_annotations
+from ..errors import EmoEditorError
 from ..imageio import IMAGE_EXTENSIONS
 
 SPLIT_FORMAT_VERSION = 1
@@ -114,12 +115,7 @@ def emopair_used(annotation_json: str | Path | None) -> set[str]:
     if not path.is_file():
         raise SplitError(f"EmoPair annotation {path} not found; pass --emopair_json json/data_EmoPair.json "
                          f"(or --emopair_json none to skip the exclusion, e.g. for a toy set)")
-    try:
-        entries = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AnnotationError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(entries, list):
-        raise AnnotationError(f"{path}: expected a list of annotation entries")
+    entries = read_annotations(path)  # the EmoPair reader: same checks and messages as training
     used: set[str] = set()
     for entry in entries:
         if not isinstance(entry, dict):

@@ -269,6 +269,51 @@ def test_generalisation_runs(toy_split, tiny_predictor_dir, tmp_path):
     assert (out / "table1_neutral.md").exists()
 
 
+class OddSizeOutput(ColourShift):
+    """Returns its edits at 80x80, neither the source's nor the metric size."""
+
+    def edit(self, images, targets, generators):
+        out = super().edit(images, targets, generators).images
+        return EditResult(torch.nn.functional.interpolate(out, size=(80, 80), mode="nearest"))
+
+
+register_editor("test_odd_size")(lambda o, c: OddSizeOutput())
+
+
+def test_metrics_see_the_official_resize(tiny_predictor_dir, tmp_path):
+    """metric_ESMI.py opens both files and PIL-resizes them (default filter) to the metric size: no
+    bilinear source (the editors' input) and no second resampling of the output."""
+    from PIL import Image
+
+    from emoeditor.metrics import compute_all
+    from emoeditor.predictor import load_predictor
+
+    folder = tmp_path / "src"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(2):
+        Image.fromarray(rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)).save(folder / f"s{k}.png")
+    out = tmp_path / "eval"
+    run_evaluation(_settings(out, None, tiny_predictor_dir, methods=["test_odd_size"], source_folder=str(folder),
+                             targets=["awe"], fig_s11=False, grid=False))
+    rows = read_csv(out / "results.csv")
+    assert len(rows) == 2
+
+    def official(path):  # Image.open(path).resize((224, 224)) at our metric size, then ToTensor
+        arr = np.array(Image.open(path).resize((SIZE, SIZE)).convert("RGB"))
+        return torch.from_numpy(arr).permute(2, 0, 1).float()[None] / 255
+
+    pred = load_predictor(tiny_predictor_dir)
+    for row in rows:
+        ref = compute_all(pred, official(folder / f"{row['source_id']}.png"),
+                          official(out / "test_odd_size" / "images" / f"{row['job_id']}.png"),
+                          torch.tensor([EMOTIONS.index("awe")]), size=None)
+        for key in ("enrd", "ess"):  # pixels: exact
+            assert float(row[key]) == float(ref[key][0]), key
+        for key in ("esmi", "kl_src", "kl_out"):  # P's float32 softmax, batched differently
+            assert float(row[key]) == pytest.approx(float(ref[key][0]), rel=1e-6), key
+
+
 def test_cli_reports_bad_split_without_traceback(tmp_path):
     cmd = [sys.executable, str(ROOT / "scripts/evaluate.py"), "--config", str(ROOT / "configs/eval_tiny.yaml"),
            "--split", str(tmp_path / "nope.json"), "--predictor", str(tmp_path), "--out", str(tmp_path / "out")]

@@ -134,6 +134,22 @@ def load_sources(jobs: Sequence[Job], root: Path, size: int) -> tuple[dict[str, 
     return images, bad
 
 
+def load_metric_image(path: Path, size: int) -> torch.Tensor:
+    """An image as metric_ESMI.py sees it: the file opened and resized to size x size with PIL's
+    default filter (bicubic), uint8 (3, size, size). The editors' inputs are resized bilinearly
+    (test.py's Resize); the metrics must not reuse those, nor resample an output twice."""
+    img = open_image(path)
+    if img.size != (size, size):
+        img = img.resize((size, size))
+    return pil_to_tensor(img).mul(255).round().to(torch.uint8)
+
+
+def load_metric_sources(jobs: Sequence[Job], root: Path, readable: dict, size: int) -> dict[str, torch.Tensor]:
+    """The readable sources as the metrics see them (:func:`load_metric_image`)."""
+    paths = {job.source_id: _source_path(job, root) for job in jobs if job.source_id in readable}
+    return {sid: load_metric_image(path, size) for sid, path in paths.items()}
+
+
 def _to01(u8: torch.Tensor) -> torch.Tensor:
     return u8.float() / 255.0
 
@@ -307,8 +323,14 @@ def generate(spec: MethodSpec, jobs: Sequence[Job], sources: dict, bad_sources: 
 # --------------------------------------------------------------------------------------- scoring
 
 def metric_key(settings: EvalSettings) -> str:
-    return json.dumps({"size": settings.metric_size, "cam": settings.cam_target, "enrd": settings.enrd_reduction,
-                       "canny": list(CANNY_THRESHOLDS), "grey": settings.canny_grayscale}, sort_keys=True)
+    return json.dumps({"size": _metric_size(settings), "resize": "pil_default", "cam": settings.cam_target,
+                       "enrd": settings.enrd_reduction, "canny": list(CANNY_THRESHOLDS),
+                       "grey": settings.canny_grayscale}, sort_keys=True)
+
+
+def _metric_size(settings: EvalSettings) -> int:
+    """Metrics compare images at --metric_size, or at the editors' --image_size when it is None."""
+    return settings.metric_size or settings.image_size
 
 
 def _sha1(path: Path) -> str:
@@ -335,9 +357,6 @@ def _score_batch(predictor, items: list[tuple[dict, torch.Tensor, torch.Tensor, 
     src = torch.stack([it[1] for it in items])
     out = torch.stack([it[2] for it in items])
     tgt = torch.stack([it[3] for it in items])
-    if out.shape[-2:] != src.shape[-2:]:
-        out = torch.nn.functional.interpolate(out, size=src.shape[-2:], mode="bilinear", antialias=True,
-                                              align_corners=False).clamp(0, 1)
     m = compute_all(predictor, src, out, tgt, size=settings.metric_size, cam_target=settings.cam_target,
                     enrd_reduction=settings.enrd_reduction, canny_grayscale=settings.canny_grayscale)
     rows = []
@@ -377,7 +396,10 @@ def _job_fields(job: Job, method: str) -> dict:
 
 def score(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store: MethodStore, predictor,
           settings: EvalSettings, stats: MethodStats) -> list[dict]:
-    """Per-job metric rows for every job with a readable output (cached by output hash)."""
+    """Per-job metric rows for every job with a readable output (cached by output hash).
+
+    ``sources`` are uint8 at the metric size (:func:`load_metric_sources`); each output file is
+    read the same way, so the metrics see what metric_ESMI.py sees."""
     start = time.perf_counter()
     key = metric_key(settings)
     cached = {r["job_id"]: r for r in _read_jsonl(store.metrics) if r.get("metric_key") == key}
@@ -396,7 +418,7 @@ def score(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store: MethodSto
             stats.scored_cached += 1
             continue
         try:
-            out = pil_to_tensor(open_image(path))
+            out = _to01(load_metric_image(path, _metric_size(settings)))
         except ImageLoadError as exc:
             stats.corrupt_output += 1
             if len(stats.errors) < MAX_LISTED_ERRORS:
@@ -481,7 +503,7 @@ def iteration_curves(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store
                 out = _to01(sources[job.source_id])
             else:
                 try:
-                    out = pil_to_tensor(open_image(path))
+                    out = _to01(load_metric_image(path, _metric_size(settings)))
                 except ImageLoadError:
                     stats.corrupt_output += 1
                     continue
@@ -634,11 +656,12 @@ def run_evaluation(settings: EvalSettings) -> dict:
     if not state.is_main_process:
         return {}
     rows, curves = [], []
+    metric_sources = load_metric_sources(jobs, root, sources, _metric_size(settings))
     for spec in specs:
         store, stats = MethodStore(out, spec.label), all_stats[spec.label]
-        rows += score(spec, jobs, sources, store, predictor, settings, stats)
+        rows += score(spec, jobs, metric_sources, store, predictor, settings, stats)
         if settings.fig_s11:
-            curves += iteration_curves(spec, jobs, sources, store, predictor, settings, stats)
+            curves += iteration_curves(spec, jobs, metric_sources, store, predictor, settings, stats)
     return write_report(specs, rows, curves, jobs, sources, all_stats, bad_sources, settings)
 
 

@@ -4,7 +4,7 @@ The official critic compares uint8 RGB images (x*255, truncated), converts them 
 OpenCV's RGB2GRAY, and calls scikit-image's ``structural_similarity`` with ``win_size=51``
 (uniform window, sample covariance, data range 255 from the uint8 dtype, mean over the
 valid region). `ssim_reference` is that call; `ssim_torch` computes the same quantity for a
-batch on any device so the critic does not round-trip every candidate through the CPU.
+batch on any device (only the uint8 grey conversion runs on the CPU, with OpenCV itself).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from .imageio import to_uint8
 SSIM_BACKENDS = ("torch", "skimage")
 _K1, _K2 = 0.01, 0.03
 _DATA_RANGE = 255.0
-_GREY_LUT: dict[torch.device, torch.Tensor] = {}
 
 
 def grey_uint8(rgb: np.ndarray) -> np.ndarray:
@@ -44,31 +43,16 @@ def ssim_reference_batch(sources: torch.Tensor, images: torch.Tensor, win_size: 
     return torch.tensor([ssim_reference(x, y, win_size) for x, y in zip(a, b)], dtype=torch.float64)
 
 
-def _grey_lut(device: torch.device) -> torch.Tensor:
-    """OpenCV's RGB2GRAY for all 2**24 colours (16 MB), so the torch path is bit-identical.
+def grey_batch(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] (B, 3, H, W) to (B, 1, H, W) uint8 grey on the same device, exactly as the official code.
 
-    OpenCV's fixed-point rounding differs between versions and SIMD paths (no formula matches
-    every build), so the table is computed by the installed OpenCV itself, once per device.
+    Quantised like the official ``x*255`` (truncated), then converted by OpenCV itself on the
+    CPU: its fixed-point RGB2GRAY rounding differs between versions and SIMD paths, so no
+    formula on the device matches every build, and the uint8 round trip is small.
     """
-    if device not in _GREY_LUT:
-        levels = np.arange(256, dtype=np.uint8)
-        rgb = np.empty((256, 256, 256, 3), dtype=np.uint8)
-        rgb[..., 0], rgb[..., 1], rgb[..., 2] = levels[:, None, None], levels[None, :, None], levels[None, None, :]
-        grey = grey_uint8(rgb.reshape(4096, 4096, 3)).reshape(-1)
-        _GREY_LUT[device] = torch.from_numpy(grey).to(device)
-    return _GREY_LUT[device]
-
-
-def grey_torch(images_uint8: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) uint8 RGB to (B, 1, H, W) uint8 grey, bit-identical to OpenCV's RGB2GRAY."""
-    x = images_uint8.to(torch.int64)
-    codes = (x[:, 0] << 16) | (x[:, 1] << 8) | x[:, 2]
-    return _grey_lut(images_uint8.device)[codes].unsqueeze(1)
-
-
-def quantize(images: torch.Tensor) -> torch.Tensor:
-    """[0, 1] floats to uint8 the way the official code does (x*255, clamp, truncate)."""
-    return images.detach().float().mul(255).clamp(0, 255).to(torch.uint8)
+    b, _, h, w = images.shape
+    grey = grey_uint8(to_uint8(images).reshape(b * h, w, 3))  # one call for the whole batch
+    return torch.from_numpy(grey.reshape(b, 1, h, w)).to(images.device)
 
 
 def _box(x: torch.Tensor, win: int) -> torch.Tensor:
@@ -88,8 +72,8 @@ def ssim_torch(sources: torch.Tensor, images: torch.Tensor, win_size: int = SSIM
         raise ValueError(f"SSIM needs equal shapes, got {tuple(sources.shape)} and {tuple(images.shape)}")
     if min(sources.shape[-2:]) < win_size:
         raise ValueError(f"SSIM window {win_size} is larger than the {tuple(sources.shape[-2:])} images")
-    x = grey_torch(quantize(sources)).to(dtype)
-    y = grey_torch(quantize(images.to(sources.device))).to(dtype)
+    x = grey_batch(sources).to(dtype)
+    y = grey_batch(images.to(sources.device)).to(dtype)
     ux, uy = _box(x, win_size), _box(y, win_size)
     uxx, uyy, uxy = _box(x * x, win_size), _box(y * y, win_size), _box(x * y, win_size)
     n = win_size * win_size

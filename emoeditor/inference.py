@@ -259,6 +259,7 @@ def load_model(model_dir: str | Path, base_model: str | Path = IP2P_HUB_ID, torc
             f"{Path(OFFICIAL_UNET_FILE).name} + {Path(OFFICIAL_EMOENC_FILE).name} "
             f"(download: {OFFICIAL_DOWNLOADS['models']}, or run scripts/download_weights.py). "
             f"For a model you trained, pass --model_dir save_models/model (train.py's export folder)")
+    pipe.emotion_encoder.to(torch.float32)  # as official test.py: only the UNet/VAE run in half precision
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 

@@ -142,7 +142,8 @@ def load_official(model_dir: str | Path = "model", base: str | Path = IP2P_HUB_I
 
     `base` (local InstructPix2Pix folder or hub id) gives the UNet/VAE architecture; with
     `text` its CLIP text encoder/tokenizer are added too (only training's L_emb uses them).
-    Weights are kept in float32 unless `torch_dtype` is given (official inference: float16).
+    UNet/VAE weights are kept in float32 unless `torch_dtype` is given (official inference:
+    float16); the emotion encoder always stays float32, as in the official test.py.
     """
     model_dir = Path(model_dir)
     ip2p_path = Path(ip2p_file) if ip2p_file else model_dir / Path(OFFICIAL_UNET_FILE).name
@@ -164,9 +165,11 @@ def load_official(model_dir: str | Path = "model", base: str | Path = IP2P_HUB_I
     encoder = emotion_encoder_from_state(load_state_dict(emoenc_path, "official emotion encoder"),
                                          unet.config.cross_attention_dim, emoenc_path)
     dtype = torch_dtype or torch.float32
-    for module in (unet, vae, encoder, parts.get("text_encoder")):
+    for module in (unet, vae, parts.get("text_encoder")):
         if module is not None:
             module.to(dtype=dtype).eval().requires_grad_(False)
+    # official test.py halves only the Ip2p module: the encoder runs in float32, its output is cast
+    encoder.to(dtype=torch.float32).eval().requires_grad_(False)
     parts["scheduler"] = sd_v1_ddim_scheduler()
     return EmoEditorPipeline(unet=unet, vae=vae, emotion_encoder=encoder, **parts,
                              emotion_input="direction", vae_input_range="zero_one", cond_dropout=0.0)

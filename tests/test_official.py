@@ -97,6 +97,10 @@ def test_converted_folder_gives_identical_edits(official_dir, tiny_base_dir, inp
     converted = EmoEditorPipeline.from_pretrained(out)
     direct = load_official(official_dir, base=tiny_base_dir)
     assert torch.equal(edit(converted, inputs), edit(direct, inputs))
+    from emoeditor.inference import load_model
+
+    bf16 = load_model(out, torch_dtype=torch.bfloat16)  # test.py's loader, exported folder
+    assert bf16.unet.dtype == torch.bfloat16 and bf16.emotion_encoder.dtype == torch.float32
 
 
 def test_half_precision_pt_loads(tmp_path, tiny_base_dir, inputs):
@@ -108,6 +112,7 @@ def test_half_precision_pt_loads(tmp_path, tiny_base_dir, inputs):
     torch.testing.assert_close(pipe.unet.conv_in.weight, unet.conv_in.weight.half().float(), rtol=0, atol=0)
     half = load_official(folder, base=tiny_base_dir, torch_dtype=torch.float16)
     assert half.unet.dtype == torch.float16 and half.vae.dtype == torch.float16
+    assert half.emotion_encoder.dtype == torch.float32  # official test.py never halves the encoder
     assert torch.equal(half.unet.conv_in.weight, unet.conv_in.weight.half())
     bf16 = load_official(folder, base=tiny_base_dir, torch_dtype=torch.bfloat16)
     out = edit(bf16, inputs)  # CPU runs bfloat16 everywhere; float16 is for GPUs

@@ -19,6 +19,7 @@ def test_bench_infer_tiny_cpu(tmp_path):
     official, b1, batched = (report["modes"][k] for k in ("official", "ours_b1", "ours_batched"))
     assert official["settings"]["ssim_backend"] == "skimage" and official["settings"]["attention_slicing"]
     assert b1["settings"]["ssim_backend"] == "torch" and not b1["settings"]["compile"]  # no compile on CPU
+    assert not official["settings"]["fast_cuda"] and not b1["settings"]["fast_cuda"]  # CPU: no CUDA-only settings
     assert [r["batch_size"] for r in batched["batches"]] == [1, 3]
     for mode in (official, b1, batched):
         for row in mode["batches"]:

@@ -314,6 +314,25 @@ def test_metrics_see_the_official_resize(tiny_predictor_dir, tmp_path):
             assert float(row[key]) == pytest.approx(float(ref[key][0]), rel=1e-6), key
 
 
+def test_unreadable_trace_is_counted_not_fatal(tmp_path):
+    from emoeditor.evaluation.methods import parse_method
+    from emoeditor.evaluation.runner import MethodStats, iteration_curves
+    from emoeditor.evaluation.split import build_jobs
+    from emoeditor.imageio import save_image
+
+    jobs = build_jobs([{"id": "s0", "emotion": "fear", "path": "s0.png"}])[:2]
+    store = MethodStore(tmp_path, "loop")
+    for job, text in zip(jobs, ('{"critic": "paper", "candidate_files": ["c"]', '{"critic": "paper", "candidate_files": ["c"]}')):
+        save_image(torch.zeros(3, 8, 8), store.image(job.job_id))
+        store.trace(job.job_id).parent.mkdir(parents=True, exist_ok=True)
+        store.trace(job.job_id).write_text(text)  # torn JSON; JSON without the critic's thresholds
+    stats = MethodStats()
+    curves = iteration_curves(parse_method("loop=test_loop"), jobs, {"s0": torch.zeros(3, 8, 8, dtype=torch.uint8)},
+                              store, None, _settings(tmp_path, None, None), stats)
+    assert curves == [] and stats.bad_trace == 2
+    assert [e["job_id"] for e in stats.errors] == [j.job_id for j in jobs]
+
+
 def test_cli_reports_bad_split_without_traceback(tmp_path):
     cmd = [sys.executable, str(ROOT / "scripts/evaluate.py"), "--config", str(ROOT / "configs/eval_tiny.yaml"),
            "--split", str(tmp_path / "nope.json"), "--predictor", str(tmp_path), "--out", str(tmp_path / "out")]

@@ -83,6 +83,7 @@ class MethodStats:
     bad_source: int = 0
     corrupt_output: int = 0
     missing_output: int = 0  # jobs with a readable source but no output at scoring time
+    bad_trace: int = 0  # unreadable critic traces, left out of Fig. S11
     scored: int = 0
     scored_cached: int = 0
     candidates_scored: int = 0
@@ -468,8 +469,16 @@ def iteration_curves(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store
         path = store.trace(job.job_id)
         if job.source_id not in sources or not path.exists() or not store.image(job.job_id).exists():
             continue
-        trace = json.loads(path.read_text())
-        if trace.get("critic") in (None, "none") or not trace.get("candidate_files"):
+        try:
+            trace = json.loads(path.read_text())
+            if trace.get("critic") in (None, "none") or not trace.get("candidate_files"):
+                continue
+            int(trace["thresholds"]["num_loop"]), len(trace["iterations"])  # what the replay needs
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+            stats.bad_trace += 1  # left out of Fig. S11 only; the job's final output is still scored
+            if len(stats.errors) < MAX_LISTED_ERRORS:
+                stats.errors.append({"job_id": job.job_id, "stage": "fig_s11",
+                                     "error": f"unreadable trace {path}: {type(exc).__name__}: {exc}"})
             continue
         traces[job.job_id] = (job, trace)
     if not traces:
@@ -670,7 +679,7 @@ def format_summary(report: dict) -> str:
     for label, st in report["methods"].items():
         lines.append(f"  {label}: {st['generated']} edited, {st['cached']} cached, {st['failed']} failed, "
                      f"{st['regenerated_corrupt']} corrupt outputs re-edited, {st['corrupt_output']} unreadable and "
-                     f"{st['missing_output']} missing at scoring, {st['scored']} scored ({st['scored_cached']} cached), edit {st['generation_s']:.1f}s, "
+                     f"{st['missing_output']} missing at scoring, {st['bad_trace']} unreadable traces, {st['scored']} scored ({st['scored_cached']} cached), edit {st['generation_s']:.1f}s, "
                      f"metrics {st['scoring_s']:.1f}s")
     lines.append("wrote: " + ", ".join(report["files"]))
     return "\n".join(lines)

@@ -96,32 +96,56 @@ def save_predictor(predictor: EmotionPredictor, folder: str | Path, official_pt:
     return folder
 
 
+def _read_config(path: Path) -> dict:
+    from .official import CheckpointMismatchError
+
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointMismatchError(f"{path}: not valid JSON ({exc}); it records the predictor's input "
+                                      f"convention, re-save the predictor or delete the file for the official "
+                                      f"one") from None
+    if not isinstance(config, dict):
+        raise CheckpointMismatchError(f"{path}: expected a JSON object with image_size/mean/std")
+    return config
+
+
 def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> EmotionPredictor:
     """Load from a predictor folder, a ``.safetensors`` file or the official ``.pt`` state dict."""
     path = Path(path)
     config: dict = {}
     if path.is_dir():
         if (path / PREDICTOR_CONFIG).exists():
-            config = json.loads((path / PREDICTOR_CONFIG).read_text())
+            config = _read_config(path / PREDICTOR_CONFIG)
         weights = path / PREDICTOR_WEIGHTS
         if not weights.exists():
             weights = path / PREDICTOR_PT
     else:
         weights = path
         if (path.parent / PREDICTOR_CONFIG).exists():
-            config = json.loads((path.parent / PREDICTOR_CONFIG).read_text())
+            config = _read_config(path.parent / PREDICTOR_CONFIG)
     if not weights.exists():
         raise MissingWeightsError(
             f"emotion predictor weights not found at {path}. Put the official emo_predictor.pt in "
             f"emo_predictor/ (download: {OFFICIAL_DOWNLOADS['emo_predictor']}), or train one with "
             f"scripts/train_predictor.py")
+    from .official import CheckpointMismatchError, load_state_dict
+
     if weights.suffix == ".safetensors":
-        state = load_file(str(weights))
+        try:
+            state = load_file(str(weights))
+        except Exception as exc:  # safetensors raises its own error type on a truncated/foreign file
+            raise CheckpointMismatchError(f"{weights} is not a readable safetensors file ({exc}); re-save or "
+                                          f"retrain it with scripts/train_predictor.py") from exc
     else:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        state = load_state_dict(weights, "emotion predictor", "emo_predictor")
     num_classes = state["fc.weight"].shape[0] if "fc.weight" in state else NUM_EMOTIONS
     net = build_resnet18(num_classes)
-    net.load_state_dict(state)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:  # missing/unexpected keys or shapes: not a torchvision ResNet18
+        raise CheckpointMismatchError(f"{weights} is not a ResNet18 emotion predictor state dict in the official "
+                                      f"key layout (conv1.*, layer1-4.*, fc.*): {exc}") from None
     predictor = EmotionPredictor(net, image_size=config.get("image_size", IMAGE_SIZE),
                                  mean=config.get("mean"), std=config.get("std"))
     if not config and weights.suffix != ".pt":

@@ -154,3 +154,25 @@ def test_lr_schedule_and_optimizers():
         args = build_parser().parse_args(["--optimizer", name, "--learning_rate", "0.1"])
         opt = make_optimizer(params, args)
         assert isinstance(opt, cls) and opt.param_groups[0]["lr"] == 0.1
+
+
+def test_bad_predictor_files_get_a_clear_error(tmp_path):
+    """A wrong, pickled, truncated or mislabelled predictor names the file instead of a torch traceback."""
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"net": nn.Linear(2, 2)}, pickled)  # a module object: only loadable by unpickling
+    truncated = tmp_path / "truncated.pt"
+    torch.save(resnet18(weights=None).state_dict(), truncated)
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    wrong = tmp_path / "wrong.pt"
+    torch.save(nn.Linear(2, 2).state_dict(), wrong)
+    for path in (pickled, truncated, wrong):
+        with pytest.raises(EmoEditorError, match=path.name):
+            load_predictor(path)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(EmoEditorError, match="model.safetensors"):
+        load_predictor(folder)
+    (folder / "config.json").write_text("{image_size: 64")
+    with pytest.raises(EmoEditorError, match="config.json"):
+        load_predictor(folder)

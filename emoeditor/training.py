@@ -277,7 +277,9 @@ def ensure_latent_cache(args, frozen: dict, accelerator=None) -> Path:
 
 class SkipBadItems(torch.utils.data.Dataset):
     """With --skip_bad: a pair whose image fails to decode mid-run (validation reads only headers) is
-    replaced by the next good one, with a warning, so batches keep their size and the run goes on."""
+    replaced by the next good one, with a warning, so batches keep their size and the run goes on.
+    Each item's "skipped" says how many bad pairs it replaced: DataLoader workers are separate
+    processes, so the count travels with the batch to the loop that totals it."""
 
     MAX_TRIES = 16
 
@@ -292,7 +294,7 @@ class SkipBadItems(torch.utils.data.Dataset):
 
         for k in range(self.MAX_TRIES):
             try:
-                return self.dataset[(i + k) % len(self.dataset)]
+                return {**self.dataset[(i + k) % len(self.dataset)], "skipped": k}
             except ImageLoadError as exc:
                 logger.warning("skipping a bad pair (--skip_bad): %s", exc)
         raise TrainingError(f"{self.MAX_TRIES} consecutive EmoPair pairs from index {i} failed to load; "
@@ -549,6 +551,7 @@ def train(args: argparse.Namespace) -> Optional[Path]:
         ema = EMAModel(model.parameters(), decay=args.ema_decay)
     step = 0
     nonfinite_total = 0
+    bad_pairs = 0  # pairs --skip_bad replaced, on this process (rank 0 carries the total of earlier runs)
     if resume_state is not None:
         model.load_state_dict(resume_weights)
         optimizer.load_state_dict(resume_state["optimizer"])
@@ -565,17 +568,22 @@ def train(args: argparse.Namespace) -> Optional[Path]:
         set_rng_state(resume_state["rng"])
         step = int(resume_state["step"])
         nonfinite_total = int(resume_state.get("nonfinite_total", 0))
+        bad_pairs = int(resume_state.get("bad_pairs_skipped", 0)) if accelerator.is_main_process else 0
     if ema is not None:
         ema.to(device)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model, keep_torch_compile=False)
 
+    def bad_pairs_total() -> int:  # a collective: every process calls it
+        return int(accelerator.reduce(torch.tensor([bad_pairs], device=device), reduction="sum")[0])
+
     def save(at_step: int) -> None:
+        skipped = bad_pairs_total()
         if accelerator.is_main_process:
             state = {"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
                      "rng": rng_state(), "step": at_step, "epoch": at_step // steps_per_epoch,
                      "batch_in_epoch": at_step % steps_per_epoch, "steps_per_epoch": steps_per_epoch,
-                     "num_items": len(dataset), "nonfinite_total": nonfinite_total}
+                     "num_items": len(dataset), "nonfinite_total": nonfinite_total, "bad_pairs_skipped": skipped}
             if ema is not None:
                 state["ema"] = ema.state_dict()
             ckpt.save_checkpoint(ckpt.checkpoint_root(args.save_model_dir), at_step, raw_model.state_dict(),
@@ -613,6 +621,8 @@ def train(args: argparse.Namespace) -> Optional[Path]:
             finite = True
             for a in range(accum):
                 batch = next(batches)
+                if "skipped" in batch:
+                    bad_pairs += int(batch["skipped"].sum())
                 inputs = to_model_inputs(batch, frozen, args, device)
                 sync = accelerator.no_sync(model) if a < accum - 1 else nullcontext()
                 with sync:
@@ -650,12 +660,13 @@ def train(args: argparse.Namespace) -> Optional[Path]:
 
             if args.log_every and step % args.log_every == 0:
                 mean = accelerator.reduce(sums, reduction="mean")
+                skipped = bad_pairs_total() if args.skip_bad else 0
                 now = time.perf_counter()
                 if writer is not None:
                     scalars = {"loss": mean[0], "l_noise": mean[1], "l_emb": mean[2],
                                "lr": lr_scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                                "samples_per_s": samples_since / max(now - t_last, 1e-9),
-                               "nonfinite_total": nonfinite_total}
+                               "nonfinite_total": nonfinite_total, "bad_pairs_skipped": skipped}
                     for name, value in scalars.items():
                         writer.add_scalar(f"train/{name}", float(value), step)
                     bar.set_postfix(loss=f"{float(mean[0]):.4f}", l_noise=f"{float(mean[1]):.4f}",
@@ -685,15 +696,17 @@ def train(args: argparse.Namespace) -> Optional[Path]:
         save(step)
     export_dir = Path(args.export_dir) if args.export_dir else Path(args.save_model_dir) / "model"
     digests = _check_ranks_agree(accelerator, weights_digest(raw_model.state_dict()))
+    skipped = bad_pairs_total()
     if accelerator.is_main_process:
         if ema is not None:
             ema.copy_to(raw_model.parameters())
         export_pipeline(raw_model, args, export_dir)
-        summary = {"steps": step, "nonfinite_total": nonfinite_total, "num_processes": world,
-                   "rank_weight_digests": digests, "ema": ema is not None}
+        summary = {"steps": step, "nonfinite_total": nonfinite_total, "bad_pairs_skipped": skipped,
+                   "num_processes": world, "rank_weight_digests": digests, "ema": ema is not None}
         ckpt.atomic_write_text(export_dir / "training_summary.json", json.dumps(summary, indent=2))
         writer.close()
-        logger.info("exported %s (%d non-finite steps skipped)", export_dir, nonfinite_total)
+        logger.info("exported %s (%d non-finite steps skipped, %d bad pairs replaced)", export_dir, nonfinite_total,
+                    skipped)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return export_dir

@@ -358,4 +358,25 @@ def test_skip_bad_replaces_a_pair_that_fails_mid_run(tmp_path, toy_emopair):
     data = EmoPairDataset(entries[:3] + [broken] + entries[4:6], root, 64)
     wrapped = training.SkipBadItems(data)
     assert wrapped[3]["index"] == 4 and torch.equal(wrapped[3]["target"], data[4]["target"])
-    assert wrapped[0]["index"] == 0
+    assert wrapped[3]["skipped"] == 1 and wrapped[0]["index"] == 0 and wrapped[0]["skipped"] == 0
+
+
+def test_skip_bad_run_counts_the_pairs_it_replaced(tmp_path, tiny_base_dir, toy_emopair, monkeypatch):
+    from emoeditor.data import EmoPairDataset
+    from emoeditor.errors import ImageLoadError
+
+    real = EmoPairDataset.__getitem__
+
+    def broken_at_5(self, i):  # pair 5 becomes unreadable after validation
+        if i == 5:
+            raise ImageLoadError("EmoPair entry 5: truncated")
+        return real(self, i)
+
+    monkeypatch.setattr(EmoPairDataset, "__getitem__", broken_at_5)
+    # One epoch (24 toy pairs, batch 4) draws pair 5 exactly once.
+    args = make_args(tmp_path, tiny_base_dir, toy_emopair, skip_bad=True, max_steps=6, checkpoint_every=3)
+    export = training.train(args)
+    assert json.loads((export / "training_summary.json").read_text())["bad_pairs_skipped"] == 1
+    assert scalars(args, "bad_pairs_skipped")[-1] == 1
+    _, state = ckpt.load_checkpoint(ckpt.list_checkpoints(ckpt.checkpoint_root(args.save_model_dir))[-1])
+    assert state["bad_pairs_skipped"] == 1

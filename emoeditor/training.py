@@ -565,6 +565,9 @@ def train(args: argparse.Namespace) -> Optional[Path]:
                 f"--resume: the data changed ({resume_state['num_items']} pairs / {resume_state['steps_per_epoch']} "
                 f"steps per epoch at save time, now {len(dataset)} / {steps_per_epoch}); the data position "
                 f"cannot be restored. Use the same --json_path/--subset/--skip_bad/--batch_size")
+        if saved.get("random_seed") != args.random_seed:  # the seed fixes every epoch's data order
+            raise TrainingError(f"--resume: the checkpoint was trained with --random_seed {saved.get('random_seed')}, "
+                                f"now {args.random_seed}; the data position cannot be restored. Use the checkpoint's seed")
         set_rng_state(resume_state["rng"])
         step = int(resume_state["step"])
         nonfinite_total = int(resume_state.get("nonfinite_total", 0))

@@ -243,6 +243,9 @@ def test_resume_is_bit_exact(tmp_path, tiny_base_dir, toy_emopair):
     wrong = make_args(tmp_path, tiny_base_dir, toy_emopair, "stopped", resume="latest", emotion_input="onehot")
     with pytest.raises(training.TrainingError, match="emotion_input"):
         training.train(wrong)
+    other_seed = make_args(tmp_path, tiny_base_dir, toy_emopair, "stopped", resume="latest", random_seed=1, **common)
+    with pytest.raises(training.TrainingError, match="random_seed 0, now 1"):
+        training.train(other_seed)
 
 
 def test_same_seed_same_weights_other_seed_differs(tmp_path, tiny_base_dir, toy_emopair):

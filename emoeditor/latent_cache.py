@@ -147,16 +147,6 @@ def finalize_cache(cache_dir: str | Path) -> Path:
     return cache_dir
 
 
-def build_latent_cache(dataset: Dataset, cache_dir: str | Path, vae, text_encoder, tokenizer, *,
-                       settings: dict, entries_fingerprint: str, batch_size: int = 16, shard_size: int = 1024,
-                       num_workers: int = 0, show_progress: bool = True) -> Path:
-    """Encode `dataset` (EmoPairDataset items) into `cache_dir`; resumes at the missing shards."""
-    prepare_cache_dir(cache_dir, len(dataset), shard_size, settings, entries_fingerprint)
-    build_shards(dataset, cache_dir, vae, text_encoder, tokenizer, batch_size=batch_size, num_workers=num_workers,
-                 show_progress=show_progress)
-    return finalize_cache(cache_dir)
-
-
 def read_meta(cache_dir: str | Path) -> Optional[dict]:
     path = Path(cache_dir) / META_FILE
     return json.loads(path.read_text()) if path.exists() else None

@@ -225,20 +225,13 @@ def set_rng_state(state: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------------- data
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _cache_fingerprint(args) -> tuple[dict, Optional[str]]:
     from . import latent_cache as lc
+    from .official import sha256sum
 
     settings = lc.cache_settings(args.image_size, args.vae_input_range, args.base_model, args.cache_dtype)
     json_path = Path(args.json_path)
-    fp = (lc.fingerprint([_file_sha256(json_path), args.subset, bool(args.skip_bad)], settings)
+    fp = (lc.fingerprint([sha256sum(json_path), args.subset, bool(args.skip_bad)], settings)
           if json_path.exists() else None)
     return settings, fp
 

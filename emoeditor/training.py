@@ -231,7 +231,9 @@ def _cache_fingerprint(args) -> tuple[dict, Optional[str]]:
 
     settings = lc.cache_settings(args.image_size, args.vae_input_range, args.base_model, args.cache_dtype)
     json_path = Path(args.json_path)
-    fp = (lc.fingerprint([sha256sum(json_path), args.subset, bool(args.skip_bad)], settings)
+    # The image root too: the same annotation file over other images must not reuse the cache.
+    fp = (lc.fingerprint([sha256sum(json_path), str(Path(args.data_root).resolve()), args.subset,
+                          bool(args.skip_bad)], settings)
           if json_path.exists() else None)
     return settings, fp
 

@@ -77,3 +77,8 @@ def test_cache_matches_direct_encoding_and_resumes(tmp_path, tiny_base_dir, toy_
     (Path(args.latent_cache) / lc.COMPLETE_FILE).unlink()
     with pytest.raises(lc.LatentCacheError, match="other data or settings"):
         training.cache_latents(cache_args(tmp_path, tiny_base_dir, toy_emopair, vae_input_range="zero_one"))
+    # So is one built from the same annotations over another image folder.
+    import shutil
+    other_root = shutil.copytree(root, tmp_path / "other_root")
+    with pytest.raises(lc.LatentCacheError, match="other data or settings"):
+        training.cache_latents(cache_args(tmp_path, tiny_base_dir, toy_emopair, data_root=str(other_root)))

@@ -117,20 +117,23 @@ def test_replay_with_explicit_start_and_noise(pipe, inputs):
     assert not torch.equal(other.images, original.images)
 
 
-@pytest.mark.parametrize("as_list", [True, False])
-def test_edit_matches_an_independent_official_style_computation(pipe, inputs, as_list):
-    """Re-derive one edit as official ip2p.py does it (scheduler mutated, draws T, sample, noise)."""
+@pytest.mark.parametrize("as_list,later_iteration", [(True, False), (False, False), (True, True)])
+def test_edit_matches_an_independent_official_style_computation(pipe, inputs, as_list, later_iteration):
+    """Re-derive one edit as official ip2p.py does it (scheduler mutated, draws T, sample, noise).
+
+    A later iteration edits another image (the last output) with the source as condition: the
+    noised latent is the input's posterior sample, the condition the source's posterior mode.
+    """
     images, emotions = inputs
     generator = gens(3) if as_list else torch.Generator().manual_seed(3)
-    out = pipe(images[:1], emotions[:1], generator=generator, num_inference_steps=STEPS)
+    source = images[1:2] if later_iteration else images[:1]
+    out = pipe(images[:1], emotions[:1], condition_images=source, generator=generator, num_inference_steps=STEPS)
     g = torch.Generator().manual_seed(3)
     start = int(torch.randint(700, 981, (1,), generator=g))
     assert start == out.start_timesteps.item()
     with torch.no_grad():
-        x = images[:1] * 2 - 1
-        dist = pipe.vae.encode(x).latent_dist
-        latents = dist.sample(generator=g) * LATENT_SCALE
-        cond = dist.mode()
+        latents = pipe.vae.encode(images[:1] * 2 - 1).latent_dist.sample(generator=g) * LATENT_SCALE
+        cond = pipe.vae.encode(source * 2 - 1).latent_dist.mode()
         noise = torch.randn(latents.shape, generator=g)
         sch = sd_v1_ddim_scheduler()
         sch.register_to_config(num_train_timesteps=start)

@@ -6,11 +6,13 @@ with random weights and times optimizer steps of `emoeditor.training.compute_los
 224x224 (the paper's setting) in several modes:
 
   official_fp16   the official script: every weight in fp16, Adam(eps=1e-3) on fp16 weights,
-                  VAE + CLIP run every step (unsafe: most lr-1e-5 updates round away in fp16
+                  VAE + CLIP run every step, attention slicing on (its ip2p.py calls
+                  enable_attention_slicing) (unsafe: most lr-1e-5 updates round away in fp16
                   weights, see changed_weight_fraction; no loss scaling)
   default         our default: fp32 master weights, bf16 autocast, frozen parts in bf16, VAE + CLIP every step
   default_gc      default + gradient checkpointing
-  default_24gb    default + gradient checkpointing + 8-bit Adam (bitsandbytes): the paper's batch on 24 GB
+  default_24gb    default + gradient checkpointing + 8-bit Adam (bitsandbytes): the paper's batch 32 within
+                  20 GB (peak_reserved_gib is what the card must hold)
   fastest         cached latents (no VAE/CLIP per step), torch.compile, fused Adam, TF32, bf16 autocast
 
     python scripts/bench_train.py --out bench.json            # on a GPU
@@ -37,7 +39,8 @@ from emoeditor.models.emotion_encoder import EmotionEncoder
 from emoeditor.training import EmoEditorDenoiser, compute_loss
 
 MODES = {
-    "official_fp16": dict(precision="fp16_weights", cached=False, compile=False, fused=False, eps=OFFICIAL_ADAM_EPS),
+    "official_fp16": dict(precision="fp16_weights", cached=False, compile=False, fused=False, eps=OFFICIAL_ADAM_EPS,
+                          attention_slicing=True),
     "default": dict(precision="bf16_autocast", cached=False, compile=False, fused=False, eps=ADAM_EPS),
     "default_gc": dict(precision="bf16_autocast", cached=False, compile=False, fused=False, eps=ADAM_EPS,
                        gradient_checkpointing=True),
@@ -77,67 +80,71 @@ def bench_mode(name: str, args, device) -> dict:
     result["settings"].update(compile=use_compile, fused=cfg["fused"] and cuda, tf32=bool(cfg.get("tf32")) and cuda)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(cfg.get("tf32")) and cuda
 
-    parts = build_components(args.tiny, device, args.seed)
-    frozen_dtype = torch.float16 if cfg["precision"] == "fp16_weights" else torch.bfloat16
-    vae = parts["vae"].to(dtype=frozen_dtype).requires_grad_(False).eval()
-    text_encoder = parts["text_encoder"].to(dtype=frozen_dtype).requires_grad_(False).eval()
-    model = EmoEditorDenoiser(parts["unet"], parts["emotion_encoder"]).train()
-    if cfg["precision"] == "fp16_weights":
-        model = model.half()
-    if cfg.get("gradient_checkpointing"):
-        model.unet.enable_gradient_checkpointing()
-    if cuda and cfg["compile"]:
-        model.unet.to(memory_format=torch.channels_last)
-    opt_kwargs = dict(lr=LEARNING_RATE, eps=cfg["eps"])
-    if cfg.get("adam_8bit"):
-        import bitsandbytes as bnb
-        optimizer = bnb.optim.Adam8bit(model.parameters(), **opt_kwargs)
-    else:
-        optimizer = torch.optim.Adam(model.parameters(), fused=cfg["fused"] and cuda, **opt_kwargs)
-    step_model = torch.compile(model) if use_compile else model
-    scheduler = sd_v1_ddim_scheduler()
-
-    # Fixed random data: images in [0, 1], token ids (no tokenizer download), emotion directions.
-    g = torch.Generator(device="cpu").manual_seed(args.seed)
-    size, batch = args.image_size, args.batch_size
-    micro = batch // args.accum
-    images = torch.rand(2, batch, 3, size, size, generator=g).to(device)
-    vocab = text_encoder.config.vocab_size
-    tokens = torch.randint(0, vocab, (batch, TEXT_SEQ_LEN), generator=g).to(device)
-    emotion = (torch.rand(batch, 8, generator=g) - 0.5).to(device)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg["precision"] == "bf16_autocast"
-                else torch.autocast(device.type, enabled=False))
-
-    @torch.no_grad()
-    def encode(i0, i1):
-        src, tgt = images[0, i0:i1], images[1, i0:i1]
-        moments = vae.encode((tgt * 2 - 1).to(frozen_dtype)).latent_dist.parameters.float()
-        cond = vae.encode((src * 2 - 1).to(frozen_dtype)).latent_dist.mode().float()
-        text = text_encoder(tokens[i0:i1])[0].float()
-        return moments, cond, text
-
-    cached = encode(0, batch) if cfg["cached"] else None  # "fastest": the latent cache's tensors
-
-    def step(k: int) -> float:
-        total = 0.0
-        for a in range(args.accum):
-            i0, i1 = a * micro, (a + 1) * micro
-            moments, cond, text = ((cached[0][i0:i1], cached[1][i0:i1], cached[2][i0:i1]) if cached is not None
-                                   else encode(i0, i1))
-            gen = torch.Generator(device=device).manual_seed(k * 1000 + a)
-            with autocast:
-                terms = compute_loss(step_model, scheduler, moments, cond, emotion[i0:i1], text, gen, LAMBDA_EMB)
-            (terms.loss / args.accum).backward()
-            total += float(terms.loss.detach()) / args.accum
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return total
-
-    def sync():
-        if cuda:
-            torch.cuda.synchronize(device)
-
+    parts = model = step_model = optimizer = vae = text_encoder = None
     try:
+        parts = build_components(args.tiny, device, args.seed)
+        frozen_dtype = torch.float16 if cfg["precision"] == "fp16_weights" else torch.bfloat16
+        vae = parts["vae"].to(dtype=frozen_dtype).requires_grad_(False).eval()
+        text_encoder = parts["text_encoder"].to(dtype=frozen_dtype).requires_grad_(False).eval()
+        model = EmoEditorDenoiser(parts["unet"], parts["emotion_encoder"]).train()
+        if cfg["precision"] == "fp16_weights":
+            model = model.half()
+        if cfg.get("gradient_checkpointing"):
+            model.unet.enable_gradient_checkpointing()
+        if cfg.get("attention_slicing"):
+            model.unet.set_attention_slice("auto")  # what the official pipe.enable_attention_slicing() does
+        result["attention_processor"] = type(next(iter(model.unet.attn_processors.values()))).__name__
+        if cuda and cfg["compile"]:
+            model.unet.to(memory_format=torch.channels_last)
+        opt_kwargs = dict(lr=LEARNING_RATE, eps=cfg["eps"])
+        if cfg.get("adam_8bit"):
+            import bitsandbytes as bnb
+            optimizer = bnb.optim.Adam8bit(model.parameters(), **opt_kwargs)
+        else:
+            optimizer = torch.optim.Adam(model.parameters(), fused=cfg["fused"] and cuda, **opt_kwargs)
+        step_model = torch.compile(model) if use_compile else model
+        scheduler = sd_v1_ddim_scheduler()
+
+        # Fixed random data: images in [0, 1], token ids (no tokenizer download), emotion directions.
+        g = torch.Generator(device="cpu").manual_seed(args.seed)
+        size, batch = args.image_size, args.batch_size
+        micro = batch // args.accum
+        images = torch.rand(2, batch, 3, size, size, generator=g).to(device)
+        vocab = text_encoder.config.vocab_size
+        tokens = torch.randint(0, vocab, (batch, TEXT_SEQ_LEN), generator=g).to(device)
+        emotion = (torch.rand(batch, 8, generator=g) - 0.5).to(device)
+        autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg["precision"] == "bf16_autocast"
+                    else torch.autocast(device.type, enabled=False))
+
+        @torch.no_grad()
+        def encode(i0, i1):
+            src, tgt = images[0, i0:i1], images[1, i0:i1]
+            moments = vae.encode((tgt * 2 - 1).to(frozen_dtype)).latent_dist.parameters.float()
+            cond = vae.encode((src * 2 - 1).to(frozen_dtype)).latent_dist.mode().float()
+            text = text_encoder(tokens[i0:i1])[0].float()
+            return moments, cond, text
+
+        cached = encode(0, batch) if cfg["cached"] else None  # "fastest": the latent cache's tensors
+
+        def step(k: int) -> float:
+            total = 0.0
+            for a in range(args.accum):
+                i0, i1 = a * micro, (a + 1) * micro
+                moments, cond, text = ((cached[0][i0:i1], cached[1][i0:i1], cached[2][i0:i1]) if cached is not None
+                                       else encode(i0, i1))
+                gen = torch.Generator(device=device).manual_seed(k * 1000 + a)
+                with autocast:
+                    terms = compute_loss(step_model, scheduler, moments, cond, emotion[i0:i1], text, gen, LAMBDA_EMB)
+                (terms.loss / args.accum).backward()
+                total += float(terms.loss.detach()) / args.accum
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            return total
+
+        def sync():
+            if cuda:
+                torch.cuda.synchronize(device)
+
         losses = [step(k) for k in range(args.warmup)]
         sync()
         if cuda:
@@ -149,8 +156,9 @@ def bench_mode(name: str, args, device) -> dict:
         result.update(samples_per_s=args.steps * batch / elapsed, step_time_s=elapsed / args.steps,
                       loss_first=losses[0], loss_last=losses[-1], losses_finite=all(math.isfinite(x) for x in losses),
                       trainable_params=sum(p.numel() for p in model.parameters()))
-        if cuda:
+        if cuda:  # reserved = allocated + the caching allocator's slack: what the card must hold
             result["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+            result["peak_reserved_gib"] = torch.cuda.max_memory_reserved(device) / 2 ** 30
         # How many weights one more step actually changes: fp16 weights swallow lr-1e-5 updates.
         probe = list(model.parameters())[::10]
         before = [p.detach().clone() for p in probe]
@@ -159,10 +167,12 @@ def bench_mode(name: str, args, device) -> dict:
         result["changed_weight_fraction"] = changed / sum(b.numel() for b in before)
     except torch.OutOfMemoryError as exc:
         result["error"] = f"out of memory: {str(exc).splitlines()[0]}"
-    except RuntimeError as exc:  # e.g. an op without a kernel for this dtype on this device
-        result["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    except Exception as exc:  # a kernel missing for this dtype, a compile failure: recorded, the next mode runs
+        result["error"] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
     finally:
         del parts, model, step_model, optimizer, vae, text_encoder
+        if use_compile:
+            torch._dynamo.reset()  # compiled graphs would keep this mode's weights alive
         gc.collect()
         if cuda:
             torch.cuda.empty_cache()
@@ -196,9 +206,9 @@ def main(argv=None):
         report["modes"][name] = res = bench_mode(name, args, device)
         shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in res.items() if k != "settings"}
         print(f"{name:14s} {json.dumps(shown)}", flush=True)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2))
+        if args.out:  # after every mode, so a run that dies later still leaves the modes measured so far
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(report, indent=2))
     return report
 
 

@@ -26,6 +26,35 @@ def test_bench_tiny_cpu(tmp_path):
     # Same seed and data: the cached-latent mode starts from the same loss as the per-step-encode mode.
     assert math.isclose(modes["fastest"]["loss_first"], modes["default"]["loss_first"], rel_tol=2e-2)
     assert modes["default"]["changed_weight_fraction"] > 0.5  # fp32 master weights take every update
+    # The official pipe.enable_attention_slicing() is in the official-style timing; ours use SDPA.
+    assert modes["official_fp16"]["attention_processor"] == "SlicedAttnProcessor"
+    assert modes["default"]["attention_processor"] == modes["fastest"]["attention_processor"] == "AttnProcessor2_0"
+
+
+def test_a_failing_mode_is_recorded_and_the_json_written_after_each_mode(tmp_path, monkeypatch):
+    import pytest
+
+    spec = importlib.util.spec_from_file_location("bench_train", REPO / "scripts" / "bench_train.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    real, calls = bench.build_components, []
+
+    def flaky(tiny, device, seed=0):
+        calls.append(1)
+        if len(calls) == 2:  # the second mode fails while building (e.g. out of memory on a small card)
+            raise ValueError("no room")
+        if len(calls) == 3:  # the third kills the whole run
+            raise KeyboardInterrupt
+        return real(tiny, device, seed)
+
+    monkeypatch.setattr(bench, "build_components", flaky)
+    out = tmp_path / "bench.json"
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(["--tiny", "--device", "cpu", "--batch_size", "2", "--steps", "1", "--warmup", "0",
+                    "--modes", "default", "official_fp16", "fastest", "--out", str(out)])
+    modes = json.loads(out.read_text())["modes"]
+    assert list(modes) == ["default", "official_fp16"] and modes["default"]["samples_per_s"] > 0
+    assert modes["official_fp16"]["error"] == "ValueError: no room"
 
 
 def test_full_size_configs_match_sd15_ip2p_parameter_counts():

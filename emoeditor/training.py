@@ -30,10 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint as ckpt
-from .constants import (ADAM_EPS, BATCH_SIZE, CHECKPOINT_EVERY, DDP_TIMEOUT_S, EMOPAIR_JSON, EMOPAIR_ROOT,
-                        EMOPAIR_SUBSETS, EMOTION_ENCODER_HIDDEN, EMOTION_INPUTS, IMAGE_EVERY, IMAGE_SIZE,
-                        IP2P_HUB_ID, KEEP_LAST, LAMBDA_EMB, LATENT_SCALE, LEARNING_RATE, LOG_EVERY, MAX_EPOCH,
-                        MAX_NONFINITE, NUM_INFERENCE_STEPS, OFFICIAL_ADAM_EPS, TEXT_SEQ_LEN, VAE_INPUT_RANGES)
+from .constants import (ADAM_EPS, BATCH_SIZE, CHECKPOINT_EVERY, DDP_TIMEOUT_S, EMOTION_ENCODER_HIDDEN, EMOTION_INPUTS,
+                        IMAGE_EVERY, IMAGE_SIZE, IP2P_HUB_ID, KEEP_LAST, LAMBDA_EMB, LATENT_SCALE, LEARNING_RATE,
+                        LOG_EVERY, MAX_EPOCH, MAX_NONFINITE, NUM_INFERENCE_STEPS, OFFICIAL_ADAM_EPS, TEXT_SEQ_LEN,
+                        VAE_INPUT_RANGES)
+from .data import add_emopair_args
 from .emotions import emotion_input
 from .errors import EmoEditorError
 from .latent_cache import target_posterior
@@ -55,12 +56,9 @@ class TrainingError(EmoEditorError):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train EmoEditor (UNet + emotion encoder) on EmoPair.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_emopair_args(p)  # --json_path --data_root --subset --skip_bad --check_images, as every EmoPair reader
     g = p.add_argument_group("data")
     g.add_argument("--dataset_name", default="EmoPair", choices=["EmoPair"], help="official flag")
-    g.add_argument("--json_path", default=EMOPAIR_JSON, help="EmoPair annotation file")
-    g.add_argument("--data_root", default=EMOPAIR_ROOT, help="folder the annotation's image paths are relative to")
-    g.add_argument("--subset", default="all", choices=EMOPAIR_SUBSETS)
-    g.add_argument("--skip_bad", action="store_true", help="drop (and count) bad entries instead of stopping")
     g.add_argument("--image_size", type=int, default=IMAGE_SIZE)
     g.add_argument("--num_workers", type=int, default=4, help="DataLoader workers per process")
     g.add_argument("--latent_cache", default=None,
@@ -252,7 +250,7 @@ def ensure_latent_cache(args, frozen: dict, accelerator=None) -> Path:
     main = accelerator is None or accelerator.is_main_process
     barrier = accelerator.wait_for_everyone if accelerator is not None else (lambda: None)
     entries = load_emopair(args.json_path, args.data_root, args.subset, skip_bad=args.skip_bad,
-                           progress=main and not args.no_progress)
+                           check_images=args.check_images, progress=main and not args.no_progress)
     dataset = EmoPairDataset(entries, args.data_root, args.image_size)
     dataset = SkipBadItems(dataset) if args.skip_bad else dataset
     if main:
@@ -305,7 +303,7 @@ def build_dataset(args, accelerator, frozen: dict):
         ensure_latent_cache(args, frozen, accelerator)
         return LatentCacheDataset(args.latent_cache)
     entries = load_emopair(args.json_path, args.data_root, args.subset, skip_bad=args.skip_bad,
-                           progress=accelerator.is_main_process and not args.no_progress)
+                           check_images=args.check_images, progress=accelerator.is_main_process and not args.no_progress)
     dataset = EmoPairDataset(entries, args.data_root, args.image_size)
     return SkipBadItems(dataset) if args.skip_bad else dataset
 

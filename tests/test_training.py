@@ -383,3 +383,26 @@ def test_skip_bad_run_counts_the_pairs_it_replaced(tmp_path, tiny_base_dir, toy_
     assert scalars(args, "bad_pairs_skipped")[-1] == 1
     _, state = ckpt.load_checkpoint(ckpt.list_checkpoints(ckpt.checkpoint_root(args.save_model_dir))[-1])
     assert state["bad_pairs_skipped"] == 1
+
+
+def test_training_reads_emopair_with_the_shared_flags(tmp_path, toy_emopair):
+    """--check_images (data.add_emopair_args) reaches the training data: 'none' lets a missing image
+    through to be skipped mid-run, the default header check reports it up front."""
+    from types import SimpleNamespace
+
+    from emoeditor.data import read_annotations
+    from emoeditor.errors import AnnotationError
+
+    root, json_path = toy_emopair
+    entries = read_annotations(json_path)
+    entries[2]["img_tgt_path"] = "missing/target.jpg"
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text(json.dumps(entries))
+    main = SimpleNamespace(is_main_process=True)
+    args = training.default_args(json_path=str(bad_json), data_root=str(root), image_size=64, no_progress=True)
+    with pytest.raises(AnnotationError, match="entry 2 .*missing/target.jpg"):
+        training.build_dataset(args, main, frozen={})
+    args = training.default_args(json_path=str(bad_json), data_root=str(root), image_size=64, no_progress=True,
+                                 check_images="none", skip_bad=True)
+    data = training.build_dataset(args, main, frozen={})
+    assert len(data) == len(entries) and data[2]["index"] == 3 and data[2]["skipped"] == 1

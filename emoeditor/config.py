@@ -44,7 +44,22 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = 
             raise EmoEditorError(f"config {known.config}: unknown option(s) {', '.join(unknown)}; "
                                  f"see --help for the valid ones")
         parser.set_defaults(**preset)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if known.config:
+        _check_preset_choices(parser, args, preset, known.config)
+    return args
+
+
+def _check_preset_choices(parser: argparse.ArgumentParser, args: argparse.Namespace, preset: dict, path: str) -> None:
+    """argparse checks `choices` on the command line only, never on defaults: check the preset's here."""
+    for action in parser._actions:
+        if action.choices is None or action.dest not in preset:
+            continue
+        value = getattr(args, action.dest)
+        if any(v not in action.choices for v in (value if isinstance(value, list) else [value])):
+            hint = " (YAML reads unquoted no/yes/on/off as booleans: quote the value)" if isinstance(value, bool) else ""
+            raise EmoEditorError(f"config {path}: {action.dest}: {value!r} is not one of "
+                                 f"{', '.join(map(str, action.choices))}{hint}")
 
 
 def run_cli(main: Callable[[], object]) -> None:

@@ -452,6 +452,11 @@ def _check_args(args, world: int) -> int:
         raise TrainingError(f"--cond_dropout {args.cond_dropout} must be in [0, 1)")
     if args.lambda_emb < 0:
         raise TrainingError(f"--lambda_emb {args.lambda_emb} must be >= 0")
+    if not 0.0 <= args.ema_decay < 1.0:
+        raise TrainingError(f"--ema_decay {args.ema_decay} must be in [0, 1) (0 = no EMA)")
+    for flag in ("gradient_accumulation_steps", "image_size", "max_nonfinite"):
+        if getattr(args, flag) < 1:
+            raise TrainingError(f"--{flag} {getattr(args, flag)} must be >= 1")
     per = world * args.gradient_accumulation_steps
     if args.batch_size < per or args.batch_size % per:
         raise TrainingError(f"--batch_size {args.batch_size} must be a multiple of processes ({world}) x "

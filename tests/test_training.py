@@ -303,6 +303,14 @@ def test_batch_size_must_split_over_processes_and_accumulation(tmp_path, tiny_ba
         training.train(args)
 
 
+@pytest.mark.parametrize("flag, value", [("gradient_accumulation_steps", 0), ("image_size", 0), ("max_nonfinite", 0),
+                                         ("ema_decay", 1.0), ("cond_dropout", 1.0), ("lambda_emb", -0.5)])
+def test_out_of_range_settings_are_named_before_any_work(tmp_path, tiny_base_dir, toy_emopair, flag, value):
+    args = make_args(tmp_path, tiny_base_dir, toy_emopair, **{flag: value})
+    with pytest.raises(training.TrainingError, match=f"--{flag} {value}"):
+        training.train(args)
+
+
 def test_train_cli_uses_yaml_preset_as_defaults(tmp_path, tiny_base_dir, toy_emopair):
     import importlib.util
     from pathlib import Path

@@ -10,10 +10,12 @@ with random weights and times optimizer steps of `emoeditor.training.compute_los
                   enable_attention_slicing) (unsafe: most lr-1e-5 updates round away in fp16
                   weights, see changed_weight_fraction; no loss scaling)
   default         our default: fp32 master weights, bf16 autocast, frozen parts in bf16, VAE + CLIP every step
-  default_gc      default + gradient checkpointing
+                  (train.py with no speed flags)
+  default_gc      default + gradient checkpointing (--gradient_checkpointing)
   default_24gb    default + gradient checkpointing + 8-bit Adam (bitsandbytes): the paper's batch 32 within
-                  20 GB (peak_reserved_gib is what the card must hold)
+                  20 GB (peak_reserved_gib is what the card must hold) (--gradient_checkpointing --use_8bit_adam)
   fastest         cached latents (no VAE/CLIP per step), torch.compile, fused Adam, TF32, bf16 autocast
+                  (--latent_cache DIR --compile --adam_fused --allow_tf32: only what train.py can run)
 
     python scripts/bench_train.py --out bench.json            # on a GPU
     python scripts/bench_train.py --tiny --out bench.json     # tiny components, runs on CPU
@@ -94,8 +96,6 @@ def bench_mode(name: str, args, device) -> dict:
         if cfg.get("attention_slicing"):
             model.unet.set_attention_slice("auto")  # what the official pipe.enable_attention_slicing() does
         result["attention_processor"] = type(next(iter(model.unet.attn_processors.values()))).__name__
-        if cuda and cfg["compile"]:
-            model.unet.to(memory_format=torch.channels_last)
         opt_kwargs = dict(lr=LEARNING_RATE, eps=cfg["eps"])
         if cfg.get("adam_8bit"):
             import bitsandbytes as bnb

@@ -59,9 +59,6 @@ PAPER_CRITIC = dict(ssim_low=0.3, ssim_high=0.8, confidence=0.8)
 # Official test.py: keep when 0.5 < SSIM < 0.8 or the top class is the target; stop once the
 # best target confidence reaches 0.6.
 OFFICIAL_CRITIC = dict(ssim_low=0.5, ssim_high=0.8, confidence=0.6)
-# The official loop bounds only *kept* edits (num_loop - 1), so consecutive rejections never end it;
-# our safety cap on all edits, kept or dropped, under --critic official (--max_edits).
-OFFICIAL_MAX_EDITS = 100
 SSIM_WIN_SIZE = 51  # official utils.cal_ssim
 
 # Metrics (Sec. 4) and the official metric_ESMI.py.

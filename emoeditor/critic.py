@@ -9,10 +9,9 @@ Three policies, one flag (``--critic``):
 - ``official``: the decision logic of the official ``test.py`` (an edit is *kept* when
   0.5 < SSIM < 0.8 or the top class is the target; a dropped edit is replaced by the last kept
   image as the next input; stop once a kept edit reaches target confidence 0.6; at the end fall
-  back to the best-target, then best same-valence, then best-target kept edit). As in the
-  script, ``num_loop`` bounds the *kept* edits (``len([source] + kept) < num_loop``); dropped
-  edits do not count, so the script never ends when nothing is kept. Our only addition is a
-  cap on all edits, ``max_edits`` (default ``OFFICIAL_MAX_EDITS``), which official runs rarely reach.
+  back to the best-target, then best same-valence, then best-target kept edit). Unlike the
+  official script, the total number of edits is bounded by ``num_loop`` too, so consecutive
+  rejections cannot loop forever.
 - ``none``: one edit, returned as is (the paper's "w/o P" ablation).
 
 The encoder's "direction" input is target - P(source) on every iteration of the paper policy:
@@ -38,7 +37,7 @@ from typing import Optional
 
 import torch
 
-from .constants import EMOTIONS, NEGATIVE, NUM_LOOP, OFFICIAL_CRITIC, OFFICIAL_MAX_EDITS, PAPER_CRITIC, POSITIVE
+from .constants import EMOTIONS, NEGATIVE, NUM_LOOP, OFFICIAL_CRITIC, PAPER_CRITIC, POSITIVE
 
 CRITICS = ("paper", "official", "none")
 CONFIDENCE_MODES = ("support", "weighted")
@@ -107,7 +106,6 @@ class CriticConfig:
     confidence: Optional[float] = None  # paper 0.8, official 0.6
     confidence_mode: str = "support"
     direction_probs: str = "source"  # paper policy only; official always uses P(first edit)
-    max_edits: Optional[int] = None  # official policy only: cap on all edits (None: OFFICIAL_MAX_EDITS)
 
     def __post_init__(self):
         if self.critic not in CRITICS:
@@ -118,10 +116,6 @@ class CriticConfig:
             raise ValueError(f"unknown direction_probs {self.direction_probs!r}; choose one of {DIRECTION_SOURCES}")
         if self.num_loop < 1:
             raise ValueError(f"num_loop must be >= 1, got {self.num_loop}")
-        if self.max_edits is None:
-            self.max_edits = OFFICIAL_MAX_EDITS
-        if self.max_edits < 1:
-            raise ValueError(f"max_edits must be >= 1, got {self.max_edits}")
         defaults = OFFICIAL_CRITIC if self.critic == "official" else PAPER_CRITIC
         for key in ("ssim_low", "ssim_high", "confidence"):
             if getattr(self, key) is None:
@@ -238,9 +232,9 @@ class JobCritic:
             self._kept.append(it.index)
             self.next_input = it.index
         # else: the official drops the edit and edits the last kept image (or the source) again
-        # official `while best_tgt_prob < 0.6 and len([source] + kept) < num_loop`, plus our cap on all edits
+        # official `while best_tgt_prob < 0.6 and len([source] + kept) < num_loop`, plus our total bound
         stop = (self._best_tgt_prob >= cfg.confidence or len(self._kept) + 1 >= cfg.num_loop
-                or len(self.iterations) >= cfg.max_edits)
+                or len(self.iterations) >= cfg.num_loop)
         if stop:
             self._finish(*self._official_select(it, probs))
 
@@ -268,7 +262,7 @@ class JobCritic:
             "critic": cfg.critic,
             "thresholds": {"ssim_low": cfg.ssim_low, "ssim_high": cfg.ssim_high, "confidence": cfg.confidence,
                            "confidence_mode": cfg.confidence_mode, "num_loop": cfg.num_loop,
-                           "direction_probs": cfg.direction_probs, "max_edits": cfg.max_edits},
+                           "direction_probs": cfg.direction_probs},
             "target": self.target.tolist(),
             "source_probs": self.source_probs.tolist(),
             "iterations": [it.as_dict() for it in self.iterations],
@@ -291,8 +285,7 @@ def replay(trace: dict, num_loop: int) -> JobCritic:
         raise ValueError(f"cannot replay num_loop={num_loop} from a run with num_loop={th['num_loop']}")
     cfg = CriticConfig(trace["critic"], num_loop=num_loop, ssim_low=th["ssim_low"], ssim_high=th["ssim_high"],
                        confidence=th["confidence"], confidence_mode=th["confidence_mode"],
-                       direction_probs=th.get("direction_probs", "source"),
-                       max_edits=th.get("max_edits", num_loop))  # older traces: all edits bounded by num_loop
+                       direction_probs=th.get("direction_probs", "source"))
     critic = JobCritic(cfg, torch.tensor(trace["target"]), torch.tensor(trace["source_probs"]))
     for it in trace["iterations"]:
         critic.observe(it["ssim"], torch.tensor(it["probs"]), it.get("start_timestep"))

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from .config import parse_args
 from .constants import (EMOTIONS, IMAGE_SIZE, IP2P_HUB_ID, NOISE_START_RANGE, NUM_EMOTIONS, NUM_INFERENCE_STEPS,
-                        NUM_LOOP, OFFICIAL_DOWNLOADS, OFFICIAL_EMOENC_FILE, OFFICIAL_MAX_EDITS, OFFICIAL_UNET_FILE)
+                        NUM_LOOP, OFFICIAL_DOWNLOADS, OFFICIAL_EMOENC_FILE, OFFICIAL_UNET_FILE)
 from .critic import CONFIDENCE_MODES, CRITICS, DIRECTION_SOURCES, SOURCE_INDEX, CriticConfig, JobCritic, target_confidence
 from .emotions import emotion_input, onehot, other_emotions, parse_target, target_label
 from .errors import EmoEditorError, ImageLoadError, MissingWeightsError
@@ -440,7 +440,7 @@ def build_engine(pipe, predictor, args, device: torch.device, keep_candidates: b
     mode = args.emotion_input or pipe.config.emotion_input
     critic = CriticConfig(args.critic, num_loop=args.num_loop, ssim_low=args.ssim_low, ssim_high=args.ssim_high,
                           confidence=args.confidence, confidence_mode=args.confidence_mode,
-                          direction_probs=args.direction_probs, max_edits=args.max_edits)
+                          direction_probs=args.direction_probs)
     backend = PipelineBackend(pipe, args.num_inference_steps, tuple(args.noise_range), args.guidance_scale)
     return IterativeInference(backend, predictor.probs, critic, emotion_input_mode=mode, batch_size=args.batch_size,
                               ssim_backend=args.ssim_backend, device=device, keep_candidates=keep_candidates)
@@ -470,8 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "P's top class on the source, the paper's protocol)")
     p.add_argument("--test_save_dir", default="save_test_res")
     p.add_argument("--num_inference_steps", type=int, default=NUM_INFERENCE_STEPS)
-    p.add_argument("--num_loop", type=int, default=NUM_LOOP,
-                   help="paper critic: at most this many edits per job; official: at most num_loop - 1 kept edits")
+    p.add_argument("--num_loop", type=int, default=NUM_LOOP, help="at most this many edits per job")
     # model
     p.add_argument("--model_dir", default="model",
                    help="exported pipeline folder, or the folder with the official model_ip2p.pt + model_emoenc.pt")
@@ -489,9 +488,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="target confidence of a mixture: P's mass on its emotions (support) or sum w_i*P_i")
     p.add_argument("--direction_probs", choices=DIRECTION_SOURCES, default="source",
                    help="paper critic: direction = target - P(source) (fixed) or - P(current input)")
-    p.add_argument("--max_edits", type=int, default=None,
-                   help=f"official critic: cap on all edits, kept or dropped (its script has none; "
-                        f"default {OFFICIAL_MAX_EDITS})")
     p.add_argument("--ssim_backend", choices=("torch", "skimage"), default="torch")
     # one edit
     p.add_argument("--noise_range", type=int, nargs=2, default=list(NOISE_START_RANGE), metavar=("LOW", "HIGH"))

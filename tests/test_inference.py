@@ -134,7 +134,7 @@ def test_official_policy_reedits_the_last_kept_image():
         # direction: target - P(source) first, then target - P(first edit) for good
         ref = make_jobs(1)[0].image if k == 0 else r.candidates[0]
         assert torch.allclose(backend.calls[k]["emo"][0], onehot("awe") - brightness_predictor(ref[None])[0])
-    assert sum(bool(it["accepted"]) for it in its) <= 4  # official: len([source] + kept) < num_loop
+    assert len(its) <= 5
 
 
 def test_none_critic_is_one_edit():

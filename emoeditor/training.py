@@ -43,6 +43,8 @@ from .models.latents import sample_latents
 logger = logging.getLogger(__name__)
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+# diffusers' schedules that need nothing beyond warmup and total steps (piecewise_constant needs step rules).
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 NULL_EMBEDDINGS = ("learned", "zero")
 # Args that change the model itself: a resumed run must use the checkpoint's values.
 MODEL_ARGS = ("emotion_input", "encoder_hidden", "null_embedding", "cond_dropout", "vae_input_range", "image_size")
@@ -87,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--adam_beta2", type=float, default=0.999)
     g.add_argument("--adam_eps", type=float, default=ADAM_EPS, help=f"official: {OFFICIAL_ADAM_EPS}")
     g.add_argument("--weight_decay", type=float, default=0.0)
-    g.add_argument("--lr_scheduler", default="constant",
-                   help="diffusers.optimization.get_scheduler name (constant, cosine, linear, ...)")
+    g.add_argument("--lr_scheduler", default="constant", choices=LR_SCHEDULERS,
+                   help="diffusers.optimization.get_scheduler name")
     g.add_argument("--lr_warmup_steps", type=int, default=0)
     g.add_argument("--batch_size", type=int, default=BATCH_SIZE,
                    help="effective batch per optimizer step over all processes and accumulation steps")

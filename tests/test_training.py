@@ -327,6 +327,8 @@ def test_train_cli_uses_yaml_preset_as_defaults(tmp_path, tiny_base_dir, toy_emo
     preset.write_text(f"base_model: {tiny_base_dir}\njson_path: {json_path}\nbatch_size: 8\nlambda_emb: 0.25\n")
     args = parse_args(training.build_parser(), ["--config", str(preset), "--batch_size", "4"])
     assert args.batch_size == 4 and args.lambda_emb == 0.25 and args.json_path == str(json_path)
+    with pytest.raises(SystemExit):  # a typo is an argparse error, not a ValueError from inside diffusers
+        parse_args(training.build_parser(), ["--lr_scheduler", "cosin"])
     for name in ("paper", "tiny"):
         parse_args(training.build_parser(), ["--config", str(repo / "configs" / f"{name}.yaml")])  # presets only name real flags
     assert callable(train_script.main)

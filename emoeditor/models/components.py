@@ -49,13 +49,21 @@ def load_base_components(spec: str | Path = IP2P_HUB_ID, torch_dtype: Optional[t
         kwargs["local_files_only"] = True
     if torch_dtype is not None:
         kwargs["torch_dtype"] = torch_dtype
-    parts = {
-        "unet": UNet2DConditionModel.from_pretrained(spec, subfolder="unet", **kwargs),
-        "vae": AutoencoderKL.from_pretrained(spec, subfolder="vae", **kwargs),
-        "scheduler": sd_v1_ddim_scheduler(),
-    }
-    if text:
-        parts["text_encoder"] = CLIPTextModel.from_pretrained(spec, subfolder="text_encoder", **kwargs)
-        tok_kwargs = {"local_files_only": True} if "local_files_only" in kwargs else {}
-        parts["tokenizer"] = CLIPTokenizer.from_pretrained(spec, subfolder="tokenizer", **tok_kwargs)
+    try:
+        parts = {
+            "unet": UNet2DConditionModel.from_pretrained(spec, subfolder="unet", **kwargs),
+            "vae": AutoencoderKL.from_pretrained(spec, subfolder="vae", **kwargs),
+            "scheduler": sd_v1_ddim_scheduler(),
+        }
+        if text:
+            parts["text_encoder"] = CLIPTextModel.from_pretrained(spec, subfolder="text_encoder", **kwargs)
+            tok_kwargs = {"local_files_only": True} if "local_files_only" in kwargs else {}
+            parts["tokenizer"] = CLIPTokenizer.from_pretrained(spec, subfolder="tokenizer", **tok_kwargs)
+    except OSError as exc:
+        if "local_files_only" in kwargs:
+            raise
+        # A mistyped local path like "runs/base" looks like a hub id: say both readings failed.
+        raise MissingWeightsError(
+            f"{spec}: no such local folder, and loading it as a hub id failed ({str(exc).splitlines()[0]}). "
+            f"Pass a local InstructPix2Pix folder, or {IP2P_HUB_ID} on a machine with network") from None
     return parts

@@ -36,6 +36,18 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def replace_dir(tmp: Path, final: Path) -> Path:
+    """Move the finished folder `tmp` to `final`, replacing an older `final` with no moment where
+    neither exists (a crash leaves the old one, or the old one under a ``.old`` name next to it)."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
 def plain(value: Any) -> Any:
     """Args to JSON/weights_only-safe primitives (Paths become strings)."""
     if isinstance(value, dict):
@@ -71,9 +83,7 @@ def save_checkpoint(root: Path, step: int, weights: dict[str, torch.Tensor], sta
     save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / MODEL_FILE))
     torch.save({**state, "args": plain(args)}, tmp / STATE_FILE)
     (tmp / ARGS_FILE).write_text(json.dumps(plain(args), indent=2, sort_keys=True))
-    if final.exists():  # re-saving the same step (e.g. final step == periodic step)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    replace_dir(tmp, final)  # re-saving the same step (e.g. final step == periodic step) replaces it
     atomic_write_text(root / LATEST_POINTER, final.name + "\n")
     if keep_last is not None and keep_last > 0:
         for old in list_checkpoints(root)[:-keep_last]:

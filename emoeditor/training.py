@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 import time
 from contextlib import nullcontext
 from datetime import timedelta
@@ -402,8 +403,21 @@ def _check_ranks_agree(accelerator, digest: str) -> list[str]:
     return digests
 
 
-def export_pipeline(model: EmoEditorDenoiser, args, export_dir: Path) -> Path:
-    """The trained UNet + encoder with the frozen base parts, in the diffusers layout test.py loads."""
+def check_export_dir(export_dir: Path) -> None:
+    """Refuse, before training, to replace a folder that is not an earlier export (e.g. official .pt files)."""
+    from diffusers import DiffusionPipeline
+
+    marker = DiffusionPipeline.config_name  # model_index.json: an earlier export, which may be replaced
+    if export_dir.is_dir() and any(export_dir.iterdir()) and not (export_dir / marker).exists():
+        raise TrainingError(f"--export_dir {export_dir} holds other files and is not an earlier export "
+                            f"(no {marker}); the export replaces the whole folder, so choose another one")
+
+
+def export_pipeline(model: EmoEditorDenoiser, args, export_dir: Path, summary: Optional[dict] = None) -> Path:
+    """The trained UNet + encoder with the frozen base parts, in the diffusers layout test.py loads.
+
+    Written to a temporary sibling and renamed into place, so test.py never loads a half-written
+    export; training_summary.json (`summary`) goes in with it."""
     from .models.components import load_base_components
     from .pipeline import EmoEditorPipeline
 
@@ -412,10 +426,15 @@ def export_pipeline(model: EmoEditorDenoiser, args, export_dir: Path) -> Path:
         unet=model.unet, vae=base["vae"], scheduler=base["scheduler"], emotion_encoder=model.emotion_encoder,
         text_encoder=base["text_encoder"], tokenizer=base["tokenizer"], emotion_input=args.emotion_input,
         vae_input_range=args.vae_input_range, lambda_emb=args.lambda_emb, cond_dropout=args.cond_dropout)
-    export_dir.mkdir(parents=True, exist_ok=True)
-    pipe.save_pretrained(export_dir)
-    ckpt.atomic_write_text(export_dir / "training_args.json", json.dumps(ckpt.plain(vars(args)), indent=2, sort_keys=True))
-    return export_dir
+    check_export_dir(export_dir)
+    export_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = export_dir.with_name(f".{export_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp)
+    (tmp / "training_args.json").write_text(json.dumps(ckpt.plain(vars(args)), indent=2, sort_keys=True))
+    if summary is not None:
+        (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2))
+    return ckpt.replace_dir(tmp, export_dir)
 
 
 # -------------------------------------------------------------------------------------------- train
@@ -518,6 +537,8 @@ def train(args: argparse.Namespace) -> Optional[Path]:
                               kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=args.ddp_timeout))])
     device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
     micro_size = _check_args(args, world)
+    export_dir = Path(args.export_dir) if args.export_dir else Path(args.save_model_dir) / "model"
+    check_export_dir(export_dir)
     accum = args.gradient_accumulation_steps
     if args.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -697,16 +718,14 @@ def train(args: argparse.Namespace) -> Optional[Path]:
     bar.close()
     if last_saved != step:
         save(step)
-    export_dir = Path(args.export_dir) if args.export_dir else Path(args.save_model_dir) / "model"
     digests = _check_ranks_agree(accelerator, weights_digest(raw_model.state_dict()))
     skipped = bad_pairs_total()
     if accelerator.is_main_process:
         if ema is not None:
             ema.copy_to(raw_model.parameters())
-        export_pipeline(raw_model, args, export_dir)
         summary = {"steps": step, "nonfinite_total": nonfinite_total, "bad_pairs_skipped": skipped,
                    "num_processes": world, "rank_weight_digests": digests, "ema": ema is not None}
-        ckpt.atomic_write_text(export_dir / "training_summary.json", json.dumps(summary, indent=2))
+        export_pipeline(raw_model, args, export_dir, summary)
         writer.close()
         logger.info("exported %s (%d non-finite steps skipped, %d bad pairs replaced)", export_dir, nonfinite_total,
                     skipped)

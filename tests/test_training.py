@@ -163,7 +163,7 @@ def test_loss_decreases_and_export_loads(tmp_path, tiny_base_dir, toy_emopair):
     assert edit.shape == (1, 3, 64, 64) and 0 <= float(edit.min()) <= float(edit.max()) <= 1
 
 
-def test_lambda_zero_run_logs_loss_equal_l_noise_and_init_model(tmp_path, tiny_base_dir, toy_emopair):
+def test_lambda_zero_run_logs_loss_equal_l_noise_and_init_model(tmp_path, tiny_base_dir, toy_emopair, monkeypatch):
     args = make_args(tmp_path, tiny_base_dir, toy_emopair, lambda_emb=0.0, max_steps=2, gradient_checkpointing=True)
     export = training.train(args)
     assert scalars(args, "loss") == scalars(args, "l_noise")
@@ -180,6 +180,30 @@ def test_lambda_zero_run_logs_loss_equal_l_noise_and_init_model(tmp_path, tiny_b
     assert not w1["emotion_encoder.null_embedding"].any()
     assert json.loads((tmp_path / "init" / "models" / "model" / "training_args.json").read_text())[
         "encoder_hidden"] == list(TINY_ENCODER_HIDDEN)  # what was trained, not the ignored flag
+
+    # An export killed half-way leaves the previous export whole (written aside, then renamed).
+    from emoeditor.pipeline import EmoEditorPipeline
+    weights_file = export / "unet" / "diffusion_pytorch_model.safetensors"
+    before = weights_file.read_bytes()
+
+    def killed_mid_save(self, folder, **kw):
+        (folder / "unet").mkdir(parents=True)
+        (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EmoEditorPipeline, "save_pretrained", killed_mid_save)
+    with pytest.raises(KeyboardInterrupt):
+        training.export_pipeline(tiny_model(), args, export)
+    assert weights_file.read_bytes() == before and (export / "training_summary.json").exists()
+    monkeypatch.undo()
+
+    # A folder that is not an earlier export (here the official release files) is refused before training.
+    official = tmp_path / "official_release"
+    official.mkdir()
+    (official / "model_ip2p.pt").write_bytes(b"weights")
+    with pytest.raises(training.TrainingError, match="holds other files"):
+        training.train(make_args(tmp_path, tiny_base_dir, toy_emopair, "foreign", export_dir=str(official)))
+    assert [p.name for p in official.iterdir()] == ["model_ip2p.pt"]
 
 
 KILL_AFTER_CHECKPOINT = """

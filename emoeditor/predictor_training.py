@@ -40,6 +40,7 @@ from .constants import (EMOSET_SPLITS, EMOTIONS, IMAGE_SIZE, IMAGENET_MEAN, IMAG
                         PREDICTOR_NORMALIZATIONS, RESNET18_IMAGENET_FILE)
 from .errors import EmoEditorError, ImageLoadError, MissingWeightsError
 from .imageio import IMAGE_EXTENSIONS, open_image
+from .models.components import seeded_init
 from .predictor import EmotionPredictor, build_resnet18, save_predictor
 
 STATE_FILE = "training_state.pt"
@@ -181,8 +182,8 @@ def build_predictor(image_size: int = IMAGE_SIZE, normalize: str = "none", init:
     """ResNet18 with a fresh 8-way fc; the trunk from a local ImageNet state dict when there is one."""
     if normalize not in PREDICTOR_NORMALIZATIONS:
         raise EmoEditorError(f"--normalize must be one of {PREDICTOR_NORMALIZATIONS}, got {normalize!r}")
-    torch.manual_seed(seed)
-    net = build_resnet18()
+    with seeded_init(seed):
+        net = build_resnet18()
     if init == "imagenet":
         path = Path(imagenet_weights) if imagenet_weights else default_imagenet_weights()
         if path.is_file():

@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from .constants import TEXT_SEQ_LEN
-from .models.components import sd_v1_ddim_scheduler
+from .models.components import sd_v1_ddim_scheduler, seeded_init
 from .models.emotion_encoder import EmotionEncoder
 from .predictor import EmotionPredictor, build_resnet18, save_predictor
 
@@ -24,7 +23,11 @@ TINY_ENCODER_HIDDEN = (16, 32, 32)
 
 
 def tiny_unet(seed: int = 0) -> UNet2DConditionModel:
-    torch.manual_seed(seed)
+    with seeded_init(seed):
+        return _tiny_unet()
+
+
+def _tiny_unet() -> UNet2DConditionModel:
     return UNet2DConditionModel(
         sample_size=TINY_IMAGE_SIZE // 4,
         in_channels=8,  # noisy latent + source-image latent, as InstructPix2Pix
@@ -40,7 +43,11 @@ def tiny_unet(seed: int = 0) -> UNet2DConditionModel:
 
 
 def tiny_vae(seed: int = 0) -> AutoencoderKL:
-    torch.manual_seed(seed + 1)
+    with seeded_init(seed + 1):
+        return _tiny_vae()
+
+
+def _tiny_vae() -> AutoencoderKL:
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -57,13 +64,13 @@ def tiny_vae(seed: int = 0) -> AutoencoderKL:
 def tiny_text_encoder(seed: int = 0):
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    torch.manual_seed(seed + 2)
     config = CLIPTextConfig(
         vocab_size=_vocab_size(), hidden_size=TINY_TEXT_DIM, intermediate_size=64,
         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=TEXT_SEQ_LEN,
         bos_token_id=_vocab_size() - 2, eos_token_id=_vocab_size() - 1, pad_token_id=_vocab_size() - 1,
     )
-    return CLIPTextModel(config).eval()
+    with seeded_init(seed + 2):
+        return CLIPTextModel(config).eval()
 
 
 def _byte_symbols() -> list[str]:
@@ -104,14 +111,14 @@ def save_tiny_tokenizer(folder: str | Path):
 
 
 def tiny_emotion_encoder(seed: int = 0) -> EmotionEncoder:
-    torch.manual_seed(seed + 3)
-    return EmotionEncoder(hidden_dims=TINY_ENCODER_HIDDEN, seq_len=TEXT_SEQ_LEN, embed_dim=TINY_TEXT_DIM)
+    with seeded_init(seed + 3):
+        return EmotionEncoder(hidden_dims=TINY_ENCODER_HIDDEN, seq_len=TEXT_SEQ_LEN, embed_dim=TINY_TEXT_DIM)
 
 
 def tiny_predictor(seed: int = 0) -> EmotionPredictor:
     """The real ResNet18 architecture (so it loads into torchvision), random weights, 64px input."""
-    torch.manual_seed(seed + 4)
-    return EmotionPredictor(build_resnet18(), image_size=TINY_IMAGE_SIZE).eval()
+    with seeded_init(seed + 4):
+        return EmotionPredictor(build_resnet18(), image_size=TINY_IMAGE_SIZE).eval()
 
 
 def save_tiny_base(folder: str | Path, seed: int = 0) -> Path:

@@ -59,3 +59,13 @@ def test_predictor_roundtrip_and_official_pt(tiny_predictor_dir):
 def test_missing_predictor_says_where_to_get_it(tmp_path):
     with pytest.raises(MissingWeightsError, match="emo_predictor"):
         load_predictor(tmp_path / "nope.pt")
+
+
+def test_building_components_leaves_the_global_rng_alone():
+    from emoeditor.tiny import tiny_emotion_encoder, tiny_predictor, tiny_text_encoder, tiny_vae
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    tiny_unet(0), tiny_vae(0), tiny_text_encoder(0), tiny_emotion_encoder(0), tiny_predictor(0)
+    assert torch.equal(torch.rand(3), expected)

@@ -7,6 +7,7 @@ DDIM config the official code swaps in, built from constants so it needs no down
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -18,6 +19,18 @@ from ..constants import IP2P_HUB_ID, SD_V1_DDIM_CONFIG
 from ..errors import MissingWeightsError
 
 BASE_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer")
+
+
+@contextmanager
+def seeded_init(seed: int):
+    """Build modules from `seed` without touching the caller's random stream.
+
+    nn.Module constructors take no generator and draw from torch's global RNG, so the global
+    state is forked (CPU) and restored afterwards.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def sd_v1_ddim_scheduler() -> DDIMScheduler:

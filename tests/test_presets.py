@@ -1,0 +1,55 @@
+"""Every YAML preset in configs/ parses with its entry point's parser (a typo in a preset is an error)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from emoeditor.config import parse_args
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _script_parser(name):
+    spec = importlib.util.spec_from_file_location(f"preset_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_parser()
+
+
+def _parser(preset: str):
+    if preset.startswith("infer_"):
+        from emoeditor.inference import build_parser
+        return build_parser()
+    if preset.startswith("eval_"):
+        return _script_parser("evaluate")
+    if preset.startswith("predictor_"):
+        from emoeditor.predictor_training import build_parser
+        return build_parser()
+    from emoeditor.training import build_parser  # paper, official, tiny: train.py
+    return build_parser()
+
+
+PRESETS = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
+
+
+def test_presets_exist():
+    assert {"paper.yaml", "tiny.yaml", "official.yaml", "infer_paper.yaml", "eval_paper.yaml"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_parses(preset):
+    import yaml
+
+    values = yaml.safe_load((REPO / "configs" / preset).read_text())
+    args = parse_args(_parser(preset), ["--config", str(REPO / "configs" / preset)])
+    for key, value in values.items():
+        got = getattr(args, key)
+        assert got == value or (isinstance(got, (list, tuple)) and list(got) == value), key
+
+
+def test_official_preset_is_the_official_recipe():
+    from emoeditor.training import build_parser
+
+    args = parse_args(build_parser(), ["--config", str(REPO / "configs" / "official.yaml")])
+    assert (args.vae_input_range, args.adam_eps, args.learning_rate, args.batch_size) == ("zero_one", 1e-3, 1e-5, 32)

@@ -440,3 +440,31 @@ def test_training_reads_emopair_with_the_shared_flags(tmp_path, toy_emopair):
                                  check_images="none", skip_bad=True)
     data = training.build_dataset(args, main, frozen={})
     assert len(data) == len(entries) and data[2]["index"] == 3 and data[2]["skipped"] == 1
+
+
+def test_8bit_adam_trains_and_resumes_exactly(tmp_path, tiny_base_dir, toy_emopair):
+    """--use_8bit_adam (bitsandbytes, whose 8-bit Adam also runs on CPU): weights move, resume is exact."""
+    pytest.importorskip("bitsandbytes")
+    straight = make_args(tmp_path, tiny_base_dir, toy_emopair, "straight", use_8bit_adam=True, max_steps=4,
+                         checkpoint_every=2)
+    training.train(straight)
+    first = make_args(tmp_path, tiny_base_dir, toy_emopair, "resumed", use_8bit_adam=True, max_steps=4,
+                      checkpoint_every=2, stop_at_step=2)
+    training.train(first)
+    training.train(make_args(tmp_path, tiny_base_dir, toy_emopair, "resumed", use_8bit_adam=True, max_steps=4,
+                             checkpoint_every=2, resume="latest"))
+    state = torch.load(ckpt.list_checkpoints(ckpt.checkpoint_root(straight.save_model_dir))[-1] / ckpt.STATE_FILE,
+                       weights_only=True)
+    def tensors(obj):
+        if isinstance(obj, torch.Tensor):
+            yield obj
+        elif isinstance(obj, dict):
+            for value in obj.values():
+                yield from tensors(value)
+
+    # the 8-bit optimizer's quantised moments are what was checkpointed (and load with weights_only)
+    assert any(t.dtype == torch.uint8 for t in tensors(state["optimizer"]["state"]))
+    a, b = final_weights(straight), final_weights(first)
+    init = load_file(str(tiny_base_dir / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert not torch.equal(a["unet.conv_in.weight"], init["conv_in.weight"])
+    assert all(torch.equal(a[k], b[k]) for k in a)

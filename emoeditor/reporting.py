@@ -54,11 +54,16 @@ def bootstrap_ci(values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, level
 
 def summarize(rows: Sequence[Mapping], resamples: int = BOOTSTRAP_RESAMPLES, level: float = CI_LEVEL,
               seed: int = 0) -> dict:
-    """{'n': jobs, 'EMR': mean, 'EMR_lo': ..., 'EMR_hi': ..., ...} for one group of per-job rows."""
+    """{'n': jobs, 'EMR': mean, 'EMR_lo': ..., 'EMR_hi': ..., 'EMR_n': ..., ...} for one group of per-job rows.
+
+    Non-finite values (ESMI is NaN when P gives the target probability 0 on the source, as in the
+    official script) are left out of that metric's mean; `<metric>_n` says how many values it used.
+    """
     out: dict = {"n": len(rows)}
     for col, key, scale in METRICS:
         vals = _floats(rows, key) * scale
         out[col] = float(vals.mean()) if vals.size else math.nan
+        out[f"{col}_n"] = int(vals.size)
         if resamples > 0:
             out[f"{col}_lo"], out[f"{col}_hi"] = bootstrap_ci(vals, resamples, level, seed)
     return out

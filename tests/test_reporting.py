@@ -83,3 +83,13 @@ def test_plots_are_images(tmp_path):
     for p in (bars, s11, grid):
         with Image.open(p) as im:
             assert im.size[0] > 200 and im.size[1] > 100
+
+
+def test_summary_counts_the_values_each_metric_used():
+    from emoeditor.reporting import summarize
+
+    rows = [{"emr": 1, "esr": 0, "enrd": 10.0, "ess": 2.0, "esmi": 0.5},
+            {"emr": 0, "esr": 1, "enrd": 20.0, "ess": 4.0, "esmi": float("nan")}]
+    s = summarize(rows, resamples=0)
+    assert s["n"] == 2 and s["ENRD_n"] == 2 and s["ESMI_n"] == 1
+    assert s["ESMI"] == 50.0 and s["ENRD"] == 15.0 and s["EMR"] == 50.0

@@ -259,7 +259,9 @@ def load_model(model_dir: str | Path, base_model: str | Path = IP2P_HUB_ID, torc
             f"{Path(OFFICIAL_UNET_FILE).name} + {Path(OFFICIAL_EMOENC_FILE).name} "
             f"(download: {OFFICIAL_DOWNLOADS['models']}, or run scripts/download_weights.py). "
             f"For a model you trained, pass --model_dir save_models/model (train.py's export folder)")
-    pipe.emotion_encoder.to(torch.float32)  # as official test.py: only the UNet/VAE run in half precision
+    # as official test.py: only the UNet/VAE run in half precision. nn.Module.to, not ModelMixin.to,
+    # whose dtype cast logs a spurious 'should be kept in float32: []' warning (diffusers 0.42).
+    torch.nn.Module.to(pipe.emotion_encoder, torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 

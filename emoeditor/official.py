@@ -169,7 +169,7 @@ def load_official(model_dir: str | Path = "model", base: str | Path = IP2P_HUB_I
         if module is not None:
             module.to(dtype=dtype).eval().requires_grad_(False)
     # official test.py halves only the Ip2p module: the encoder runs in float32, its output is cast
-    encoder.to(dtype=torch.float32).eval().requires_grad_(False)
+    torch.nn.Module.to(encoder, torch.float32).eval().requires_grad_(False)  # (see inference.load_model)
     parts["scheduler"] = sd_v1_ddim_scheduler()
     return EmoEditorPipeline(unet=unet, vae=vae, emotion_encoder=encoder, **parts,
                              emotion_input="direction", vae_input_range="zero_one", cond_dropout=0.0)

@@ -1,16 +1,12 @@
 """scripts/bench_infer.py runs at tiny size on CPU and reports every mode."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from repo_scripts import load_script
 
 
 def test_bench_infer_tiny_cpu(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_infer", REPO / "scripts" / "bench_infer.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("scripts/bench_infer.py")
     out = tmp_path / "bench.json"
     bench.main(["--tiny", "--device", "cpu", "--batch_sizes", "1", "3", "--iterations", "2", "--rounds", "1",
                 "--num_inference_steps", "2", "--out", str(out)])

@@ -1,17 +1,13 @@
 """scripts/bench_train.py runs at tiny size on CPU and reports every mode."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from repo_scripts import load_script
 
 
 def test_bench_tiny_cpu(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_train", REPO / "scripts" / "bench_train.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("scripts/bench_train.py")
     out = tmp_path / "bench.json"
     bench.main(["--tiny", "--device", "cpu", "--batch_size", "2", "--steps", "1", "--warmup", "1",
                 "--modes", "official_fp16", "default", "fastest", "--out", str(out)])
@@ -34,9 +30,7 @@ def test_bench_tiny_cpu(tmp_path):
 def test_a_failing_mode_is_recorded_and_the_json_written_after_each_mode(tmp_path, monkeypatch):
     import pytest
 
-    spec = importlib.util.spec_from_file_location("bench_train", REPO / "scripts" / "bench_train.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("scripts/bench_train.py")
     real, calls = bench.build_components, []
 
     def flaky(tiny, device, seed=0):

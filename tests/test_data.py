@@ -2,7 +2,6 @@
 
 import argparse
 import copy
-import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -25,6 +24,8 @@ from emoeditor.data import (
 from emoeditor.errors import AnnotationError, ImageLoadError
 from emoeditor.imageio import load_image
 from emoeditor.toy_data import emotion_edit, load_toy_photo, random_crop, write_toy_emopair
+
+from repo_scripts import load_script
 
 NUM_TOY = 24  # tests/conftest.py toy_emopair
 
@@ -308,10 +309,7 @@ def test_toy_edits_move_colour_the_emotion_way():
 
 
 def test_make_toy_emopair_script(tmp_path, capsys):
-    script = Path(__file__).resolve().parent.parent / "scripts" / "make_toy_emopair.py"
-    spec = importlib.util.spec_from_file_location("make_toy_emopair", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("scripts/make_toy_emopair.py")
     module.main(["--root", str(tmp_path / "EmoPair"), "--json", str(tmp_path / "json" / "data_EmoPair.json"),
                  "--num_pairs", "4", "--image_size", "40", "--seed", "1"])
     assert "wrote 4 toy pairs" in capsys.readouterr().out

@@ -1,7 +1,6 @@
 """The README's main job: scripts/demo.py on the tiny default writes a trained model, an edit and its trace."""
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,14 +9,11 @@ from safetensors.torch import load_file
 
 from emoeditor.imageio import load_image
 
-REPO = Path(__file__).resolve().parent.parent
+from repo_scripts import load_script
 
 
 def _demo_module():
-    spec = importlib.util.spec_from_file_location("emoeditor_demo", REPO / "scripts" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/demo.py")
 
 
 def test_demo_trains_edits_and_writes_trace(tmp_path):

@@ -23,6 +23,8 @@ from emoeditor.evaluation.split import load_split, make_test_split, save_split
 from emoeditor.imageio import load_image
 from emoeditor.reporting import read_csv
 
+from repo_scripts import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 64
 PALETTE = torch.tensor([[1.0, 0.8, 0.2], [0.9, 0.1, 0.1], [0.6, 0.8, 1.0], [0.5, 0.9, 0.5],
@@ -342,11 +344,7 @@ def test_cli_reports_bad_split_without_traceback(tmp_path):
 
 def _evaluate_main():
     """scripts/evaluate.py's main, run in-process (the subprocess start-up alone costs more than the run)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_script("scripts/evaluate.py").main
 
 
 @pytest.fixture(scope="module")

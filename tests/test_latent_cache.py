@@ -1,7 +1,5 @@
 """The latent cache: contents equal a direct encode, resumable shards, settings checked."""
 
-import importlib.util
-import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ from emoeditor.data import EmoPairDataset, load_emopair
 from emoeditor.models.components import load_base_components
 from emoeditor.tiny import TINY_ENCODER_HIDDEN
 
-REPO = Path(__file__).resolve().parent.parent
+from repo_scripts import load_script
 
 
 def cache_args(tmp_path, tiny_base_dir, toy_emopair, **kw):
@@ -26,10 +24,7 @@ def cache_args(tmp_path, tiny_base_dir, toy_emopair, **kw):
 
 
 def run_script(argv):
-    spec = importlib.util.spec_from_file_location("cache_latents_script", REPO / "scripts" / "cache_latents.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(argv)
+    load_script("scripts/cache_latents.py").main(argv)
 
 
 def test_cache_matches_direct_encoding_and_resumes(tmp_path, tiny_base_dir, toy_emopair):

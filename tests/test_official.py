@@ -3,7 +3,6 @@
 import argparse
 import fnmatch
 import hashlib
-import importlib.util
 import json
 import shutil
 import sys
@@ -21,6 +20,8 @@ from emoeditor.pipeline import EmoEditorPipeline
 from emoeditor.predictor import load_predictor
 from emoeditor.tiny import (TINY_ENCODER_HIDDEN, TINY_IMAGE_SIZE, TINY_TEXT_DIM, tiny_emotion_encoder, tiny_unet,
                             tiny_vae)
+
+from repo_scripts import load_script as load_repo_script
 
 SEED = 5  # fake "fine-tuned" weights differ from the tiny base (seed 0), so loading them is visible
 STEPS = 3
@@ -162,10 +163,7 @@ def test_predictor_conversion(tmp_path, tiny_predictor_dir, official_dir, tiny_b
 
 
 def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_repo_script(f"scripts/{name}.py")
 
 
 # ------------------------------------------------------------------ downloading (network mocked)

@@ -1,20 +1,15 @@
 """Every YAML preset in configs/ parses with its entry point's parser (a typo in a preset is an error)."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
 from emoeditor.config import parse_args
 
-REPO = Path(__file__).resolve().parent.parent
+from repo_scripts import REPO, load_script
 
 
 def _script_parser(name):
-    spec = importlib.util.spec_from_file_location(f"preset_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_parser()
+    return load_script(f"scripts/{name}.py").build_parser()
 
 
 def _parser(preset: str):

@@ -8,7 +8,7 @@ import torch
 from emoeditor.errors import MissingWeightsError
 from emoeditor.models.components import load_base_components
 from emoeditor.predictor import build_resnet18, load_predictor
-from emoeditor.tiny import TINY_IMAGE_SIZE, save_tiny_base, tiny_unet
+from emoeditor.tiny import TINY_IMAGE_SIZE, tiny_unet
 
 
 def test_base_folder_layout_and_loading(tiny_base_dir):

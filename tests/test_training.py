@@ -13,6 +13,8 @@ from emoeditor.models.components import sd_v1_ddim_scheduler
 from emoeditor.tiny import TINY_ENCODER_HIDDEN, TINY_TEXT_DIM, tiny_unet
 from emoeditor.models.emotion_encoder import EmotionEncoder
 
+from repo_scripts import REPO, load_script
+
 
 def make_args(tmp_path, tiny_base_dir, toy_emopair, name="run", **overrides):
     root, json_path = toy_emopair
@@ -336,15 +338,9 @@ def test_out_of_range_settings_are_named_before_any_work(tmp_path, tiny_base_dir
 
 
 def test_train_cli_uses_yaml_preset_as_defaults(tmp_path, tiny_base_dir, toy_emopair):
-    import importlib.util
-    from pathlib import Path
-
     from emoeditor.config import parse_args
 
-    repo = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location("train_script", repo / "train.py")
-    train_script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_script)
+    train_script = load_script("train.py")
 
     root, json_path = toy_emopair
     preset = tmp_path / "p.yaml"
@@ -354,7 +350,7 @@ def test_train_cli_uses_yaml_preset_as_defaults(tmp_path, tiny_base_dir, toy_emo
     with pytest.raises(SystemExit):  # a typo is an argparse error, not a ValueError from inside diffusers
         parse_args(training.build_parser(), ["--lr_scheduler", "cosin"])
     for name in ("paper", "tiny"):
-        parse_args(training.build_parser(), ["--config", str(repo / "configs" / f"{name}.yaml")])  # presets only name real flags
+        parse_args(training.build_parser(), ["--config", str(REPO / "configs" / f"{name}.yaml")])  # presets only name real flags
     assert callable(train_script.main)
 
 

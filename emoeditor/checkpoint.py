@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import EmoEditorError, MissingWeightsError
+from .fileio import atomic_write_text
 
 CHECKPOINT_DIRNAME = "checkpoints"
 LATEST_POINTER = "latest"
@@ -28,12 +29,6 @@ STEP_PREFIX = "step_"
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"
 ARGS_FILE = "args.json"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def replace_dir(tmp: Path, final: Path) -> Path:

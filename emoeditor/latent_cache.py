@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -29,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .errors import EmoEditorError
+from .fileio import atomic_write, atomic_write_text
 from .models.latents import encode_condition, latent_dist
 
 CACHE_VERSION = 1
@@ -93,9 +93,7 @@ def prepare_cache_dir(cache_dir: str | Path, num_items: int, shard_size: int, se
                 f"{cache_dir} holds a cache built from other data or settings ({old.get('settings')}, "
                 f"{old.get('num_items')} items); delete it or choose another --latent_cache folder")
     else:
-        tmp = meta_path.with_name(META_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, meta_path)
+        atomic_write_text(meta_path, json.dumps(meta, indent=2))
     return cache_dir
 
 
@@ -127,10 +125,8 @@ def build_shards(dataset: Dataset, cache_dir: str | Path, vae, text_encoder, tok
             transitions += list(batch["transition"])
             bar.update(len(batch["prompt"]))
         tensors = {key: torch.cat(value).contiguous() for key, value in parts.items()}
-        path = _shard_path(cache_dir, k)
-        tmp = path.with_name(path.name + f".{rank}.tmp")
-        save_file(tensors, str(tmp), metadata={"prompts": json.dumps(prompts), "transitions": json.dumps(transitions)})
-        os.replace(tmp, path)
+        metadata = {"prompts": json.dumps(prompts), "transitions": json.dumps(transitions)}
+        atomic_write(_shard_path(cache_dir, k), lambda tmp: save_file(tensors, str(tmp), metadata=metadata), tag=str(rank))
     bar.close()
     return todo
 

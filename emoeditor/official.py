@@ -15,7 +15,6 @@ official ip2p.py does, so official weights give official results.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import zipfile
@@ -31,6 +30,7 @@ from .constants import (CHECKSUM_FILE, IP2P_CONFIG_PATTERNS, IP2P_HUB_ID, IP2P_L
                         OFFICIAL_DOWNLOADS, OFFICIAL_EMOENC_FILE, OFFICIAL_MIN_BYTES, OFFICIAL_PREDICTOR_FILE,
                         OFFICIAL_UNET_FILE)
 from .errors import EmoEditorError, MissingWeightsError
+from .fileio import sha256sum
 from .models.components import (BASE_SUBFOLDERS, check_base_folder, load_base_components, looks_like_hub_id,
                                 sd_v1_ddim_scheduler)
 from .models.emotion_encoder import EmotionEncoder
@@ -218,14 +218,6 @@ RELEASE_FILES = (
 )
 
 Fetch = Callable[[str, Path, str], object]  # (url, destination, file name inside a Drive folder)
-
-
-def sha256sum(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_checksums(folder: str | Path) -> dict:

@@ -228,7 +228,7 @@ def set_rng_state(state: dict) -> None:
 # ------------------------------------------------------------------------------------------- data
 def _cache_fingerprint(args) -> tuple[dict, Optional[str]]:
     from . import latent_cache as lc
-    from .official import sha256sum
+    from .fileio import sha256sum
 
     settings = lc.cache_settings(args.image_size, args.vae_input_range, args.base_model, args.cache_dtype)
     json_path = Path(args.json_path)

@@ -13,9 +13,7 @@ the tables, which are computed from everything else.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -30,6 +28,7 @@ from ..constants import (BOOTSTRAP_RESAMPLES, CANNY_THRESHOLDS, CI_LEVEL, EMOTIO
                          TEST_SPLIT_JSON)
 from ..critic import SOURCE_INDEX, replay
 from ..errors import EmoEditorError, ImageLoadError
+from ..fileio import atomic_write, atomic_write_text, sha256sum
 from ..imageio import load_image, open_image, pil_to_tensor, save_image
 from .methods import MethodContext, MethodSpec, parse_methods
 from .split import Job, SplitError, build_jobs, folder_sources, load_split, subset_sources
@@ -189,16 +188,7 @@ def _valid_image(path: Path) -> bool:
 
 
 def _atomic_save(image: torch.Tensor, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    save_image(image, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_image(image, tmp))
 
 
 def _jsonable(obj):
@@ -245,7 +235,7 @@ def _save_job(store: MethodStore, job: Job, image: torch.Tensor, trace: Optional
             record["candidate_files"] = [store.candidate(job.job_id, k).relative_to(store.root).as_posix()
                                          for k in range(len(candidates))]
         record["job"] = asdict(job)
-        _atomic_write(json.dumps(_jsonable(record)), store.trace(job.job_id))
+        atomic_write_text(store.trace(job.job_id), json.dumps(_jsonable(record)))
     store.images.mkdir(parents=True, exist_ok=True)
     _atomic_save(image.detach().float().cpu().clamp(0, 1), store.image(job.job_id))  # last: marks the job done
     if store.error(job.job_id).exists():
@@ -254,7 +244,7 @@ def _save_job(store: MethodStore, job: Job, image: torch.Tensor, trace: Optional
 
 def _record_error(store: MethodStore, stats: MethodStats, job: Job, stage: str, message: str) -> None:
     entry = {"job_id": job.job_id, "stage": stage, "error": message}
-    _atomic_write(json.dumps(entry), store.error(job.job_id))
+    atomic_write_text(store.error(job.job_id), json.dumps(entry))
     if len(stats.errors) < MAX_LISTED_ERRORS:
         stats.errors.append(entry)
 
@@ -334,10 +324,6 @@ def _metric_size(settings: EvalSettings) -> int:
     return settings.metric_size or settings.image_size
 
 
-def _sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
-
-
 def _read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -412,9 +398,9 @@ def score(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store: MethodSto
         if not path.exists():
             stats.missing_output += 1  # the method failed on it (now or in an earlier run) or was skipped
             continue
-        sha = _sha1(path)
+        sha = sha256sum(path)
         hit = cached.get(job.job_id)
-        if hit is not None and hit.get("output_sha1") == sha:
+        if hit is not None and hit.get("output_sha256") == sha:
             rows.append(hit)
             stats.scored_cached += 1
             continue
@@ -425,7 +411,7 @@ def score(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store: MethodSto
             if len(stats.errors) < MAX_LISTED_ERRORS:
                 stats.errors.append({"job_id": job.job_id, "stage": "score", "error": str(exc)})
             continue
-        base = {**_job_fields(job, spec.label), **_trace_summary(store, job), "output_sha1": sha, "metric_key": key}
+        base = {**_job_fields(job, spec.label), **_trace_summary(store, job), "output_sha256": sha, "metric_key": key}
         todo.append((base, _to01(sources[job.source_id]), out, job.target_tensor()))
     if todo:
         new = _score_items(predictor, todo, settings, store.metrics, f"metrics {spec.label}")
@@ -435,7 +421,7 @@ def score(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store: MethodSto
     order = {j.job_id: i for i, j in enumerate(jobs)}
     rows.sort(key=lambda r: order[r["job_id"]])
     if todo or len(cached) != len(rows):
-        _atomic_write("".join(json.dumps(r) + "\n" for r in rows), store.metrics)
+        atomic_write_text(store.metrics, "".join(json.dumps(r) + "\n" for r in rows))
     stats.scoring_s += time.perf_counter() - start
     return rows
 
@@ -502,9 +488,9 @@ def iteration_curves(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store
     for job_id, (job, trace) in traces.items():
         for idx in sorted(set(picks[job_id])):
             path = store.root / trace["candidate_files"][idx] if idx != SOURCE_INDEX else None
-            sha = _sha1(path) if path is not None and path.exists() else "source"
+            sha = sha256sum(path) if path is not None and path.exists() else "source"
             hit = cache.get((job_id, idx))
-            if hit is not None and hit.get("output_sha1") == sha:
+            if hit is not None and hit.get("output_sha256") == sha:
                 scored[(job_id, idx)] = hit
                 stats.candidates_cached += 1
                 continue
@@ -516,13 +502,13 @@ def iteration_curves(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store
                 except ImageLoadError:
                     stats.corrupt_output += 1
                     continue
-            base = {**_job_fields(job, spec.label), "candidate": idx, "output_sha1": sha, "metric_key": key}
+            base = {**_job_fields(job, spec.label), "candidate": idx, "output_sha256": sha, "metric_key": key}
             todo.append((base, _to01(sources[job.source_id]), out, job.target_tensor()))
     if todo:
         for r in _score_items(predictor, todo, settings, store.candidate_metrics, f"Fig. S11 {spec.label}"):
             scored[(r["job_id"], r["candidate"])] = r
         stats.candidates_scored += len(todo)
-        _atomic_write("".join(json.dumps(r) + "\n" for r in scored.values()), store.candidate_metrics)
+        atomic_write_text(store.candidate_metrics, "".join(json.dumps(r) + "\n" for r in scored.values()))
 
     curves = []
     for rel in sorted({job.relation for job, _ in traces.values()}):
@@ -605,7 +591,7 @@ def write_report(specs: Sequence[MethodSpec], rows: list[dict], curves: list[dic
         "methods": {label: asdict(st) for label, st in all_stats.items()},
         "files": [str(Path(f).relative_to(out)) for f in files],
     }
-    _atomic_write(json.dumps(report, indent=1), out / "report.json")
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1))
     return report
 
 
@@ -613,7 +599,7 @@ def _merge_shard_stats(store: MethodStore, stats: MethodStats, rank: int, world:
     """Sum every process's generation counts (written next to the outputs) on rank 0."""
     if world == 1:
         return stats
-    _atomic_write(json.dumps(asdict(stats)), store.root / f".stats_rank{rank}.json")
+    atomic_write_text(store.root / f".stats_rank{rank}.json", json.dumps(asdict(stats)))
     state.wait_for_everyone()
     if rank != 0:
         return stats

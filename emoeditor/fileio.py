@@ -1,0 +1,36 @@
+"""Crash-safe writes and file digests, shared by checkpoints, the latent cache, downloads and evaluation.
+
+A long job that is killed mid-write must never leave a file that looks finished: everything is
+written to a temporary name beside its destination and renamed into place (atomic on one filesystem).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object], tag: str = "") -> Path:
+    """Call ``write(tmp)`` and rename `tmp` to `path`; the temporary keeps the suffix (writers may
+    infer the format from it), and `tag` keeps concurrent writers (e.g. ranks) apart."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{tag}{path.suffix}")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def sha256sum(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in blocks (weights and annotation files can be GBs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()

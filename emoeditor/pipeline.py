@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 import numpy as np
-import PIL.Image
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .constants import LAMBDA_EMB, NOISE_START_RANGE, NUM_EMOTIONS, NUM_INFERENCE_STEPS
+from .constants import LAMBDA_EMB, NOISE_START_RANGE, NUM_INFERENCE_STEPS
 from .errors import EmoEditorError
 from .models.emotion_encoder import EmotionEncoder
 from .models.latents import decode_latents, encode_condition, latent_dist, sample_latents

@@ -15,13 +15,13 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import EmoEditorError, MissingWeightsError
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, plain
 
 CHECKPOINT_DIRNAME = "checkpoints"
 LATEST_POINTER = "latest"
@@ -41,17 +41,6 @@ def replace_dir(tmp: Path, final: Path) -> Path:
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def plain(value: Any) -> Any:
-    """Args to JSON/weights_only-safe primitives (Paths become strings)."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
 
 
 def checkpoint_root(save_model_dir: str | Path) -> Path:

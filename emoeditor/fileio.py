@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object], tag: str = "") -> Path:
@@ -25,6 +25,20 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], tag: str = "
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def plain(value: Any) -> Any:
+    """JSON- and weights_only-safe primitives: tensors, arrays and numpy scalars become lists and
+    numbers, anything else that is not a primitive (a Path) its string."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if hasattr(value, "tolist"):  # torch.Tensor, np.ndarray, np.generic
+        return plain(value.tolist())
+    return str(value)
 
 
 def sha256sum(path: str | Path) -> str:

@@ -2,7 +2,7 @@ import hashlib
 
 import pytest
 
-from emoeditor.fileio import atomic_write, atomic_write_text, sha256sum
+from emoeditor.fileio import atomic_write, atomic_write_text, plain, sha256sum
 
 
 def test_atomic_write_replaces_only_when_the_writer_finishes(tmp_path):
@@ -26,3 +26,16 @@ def test_sha256sum_equals_hashlib(tmp_path):
     data = bytes(range(256)) * 1000
     (tmp_path / "f").write_bytes(data)
     assert sha256sum(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+
+
+def test_plain_makes_json_and_weights_only_safe_values(tmp_path):
+    import json
+
+    import numpy as np
+    import torch
+
+    value = {"path": tmp_path, 1: (torch.tensor([0.5, 1.0]), np.float32(0.25), np.int64(3), np.bool_(True)),
+             "t": torch.tensor(2), "none": None}
+    out = plain(value)
+    assert out == {"path": str(tmp_path), "1": [[0.5, 1.0], 0.25, 3, True], "t": 2, "none": None}
+    assert json.loads(json.dumps(out)) == out

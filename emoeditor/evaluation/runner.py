@@ -28,7 +28,7 @@ from ..constants import (BOOTSTRAP_RESAMPLES, CANNY_THRESHOLDS, CI_LEVEL, EMOTIO
                          TEST_SPLIT_JSON)
 from ..critic import SOURCE_INDEX, replay
 from ..errors import EmoEditorError, ImageLoadError
-from ..fileio import atomic_write, atomic_write_text, sha256sum
+from ..fileio import atomic_write, atomic_write_text, plain, sha256sum
 from ..imageio import load_image, open_image, pil_to_tensor, save_image
 from .methods import MethodContext, MethodSpec, parse_methods
 from .split import Job, SplitError, build_jobs, folder_sources, load_split, subset_sources
@@ -191,18 +191,6 @@ def _atomic_save(image: torch.Tensor, path: Path) -> None:
     atomic_write(path, lambda tmp: save_image(image, tmp))
 
 
-def _jsonable(obj):
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    return obj
-
-
 # ------------------------------------------------------------------------------------ generation
 
 def _candidate_images(result, i: int) -> Optional[list[torch.Tensor]]:
@@ -235,7 +223,7 @@ def _save_job(store: MethodStore, job: Job, image: torch.Tensor, trace: Optional
             record["candidate_files"] = [store.candidate(job.job_id, k).relative_to(store.root).as_posix()
                                          for k in range(len(candidates))]
         record["job"] = asdict(job)
-        atomic_write_text(store.trace(job.job_id), json.dumps(_jsonable(record)))
+        atomic_write_text(store.trace(job.job_id), json.dumps(plain(record)))
     store.images.mkdir(parents=True, exist_ok=True)
     _atomic_save(image.detach().float().cpu().clamp(0, 1), store.image(job.job_id))  # last: marks the job done
     if store.error(job.job_id).exists():

@@ -7,7 +7,7 @@
 """
 
 from emoeditor.config import run_cli
-from emoeditor.inference import main
+from emoeditor.cli.edit import main
 
 if __name__ == "__main__":
     run_cli(main)

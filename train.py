@@ -8,7 +8,8 @@
 """
 
 from emoeditor.config import parse_args, run_cli
-from emoeditor.training import build_parser, train
+from emoeditor.cli.train import build_parser
+from emoeditor.training.trainer import train
 
 
 def main(argv=None):

@@ -1,8 +1,8 @@
 """EmoEditor: evoking emotions through image diffusion models (Lin et al., ICCV 2025)."""
 
-from .constants import EMOTIONS, NEGATIVE, NUM_EMOTIONS, POSITIVE
-from .emotions import parse_target
-from .errors import EmoEditorError
+from emoeditor.constants import EMOTIONS, NEGATIVE, NUM_EMOTIONS, POSITIVE
+from emoeditor.emotions import parse_target
+from emoeditor.errors import EmoEditorError
 
 __version__ = "0.1.0"
 __all__ = ["EMOTIONS", "NEGATIVE", "NUM_EMOTIONS", "POSITIVE", "parse_target", "EmoEditorError", "__version__"]

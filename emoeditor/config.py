@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 
 import yaml
 
-from .errors import EmoEditorError
+from emoeditor.errors import EmoEditorError
 
 
 def load_preset(path: str | Path) -> dict:

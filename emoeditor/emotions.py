@@ -11,8 +11,8 @@ from typing import Sequence, Union
 
 import torch
 
-from .constants import EMOTIONS, NEGATIVE, NUM_EMOTIONS, POSITIVE
-from .errors import InvalidTargetError
+from emoeditor.constants import EMOTIONS, NEGATIVE, NUM_EMOTIONS, POSITIVE
+from emoeditor.errors import InvalidTargetError
 
 TargetSpec = Union[str, int, Sequence[float], torch.Tensor]
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageLoadError
+from emoeditor.errors import ImageLoadError
 
 MIN_SIDE = 32
 MAX_PIXELS = 8192 * 8192

@@ -30,13 +30,13 @@ import torch
 
 from emoeditor.config import parse_args, run_cli
 from emoeditor.constants import IMAGE_SIZE, NUM_INFERENCE_STEPS, SD15_IP2P_UNET_CONFIG, SD15_VAE_CONFIG
-from emoeditor.critic import CriticConfig
+from emoeditor.editing.critic import CriticConfig
 from emoeditor.emotions import onehot
-from emoeditor.inference import IterativeInference, Job, PipelineBackend
+from emoeditor.editing.loop import IterativeInference, Job, PipelineBackend
 from emoeditor.models.components import sd_v1_ddim_scheduler
 from emoeditor.models.emotion_encoder import EmotionEncoder
-from emoeditor.pipeline import EmoEditorPipeline
-from emoeditor.predictor import EmotionPredictor, build_resnet18
+from emoeditor.editing.pipeline import EmoEditorPipeline
+from emoeditor.models.predictor import EmotionPredictor, build_resnet18
 
 # fast_cuda: channels_last UNet and TF32 matmuls; the official mode keeps PyTorch's defaults as its script does
 MODES = {
@@ -56,7 +56,7 @@ def build(tiny: bool, device: torch.device, dtype: torch.dtype, seed: int = 0):
 
     torch.manual_seed(seed)
     if tiny:
-        from emoeditor.tiny import tiny_emotion_encoder, tiny_predictor, tiny_unet, tiny_vae
+        from emoeditor.models.tiny import tiny_emotion_encoder, tiny_predictor, tiny_unet, tiny_vae
 
         pipe = EmoEditorPipeline(unet=tiny_unet(seed), vae=tiny_vae(seed), scheduler=sd_v1_ddim_scheduler(),
                                  emotion_encoder=tiny_emotion_encoder(seed))

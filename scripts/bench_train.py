@@ -38,7 +38,7 @@ from emoeditor.constants import (ADAM_EPS, BATCH_SIZE, CLIP_VIT_L14_TEXT_CONFIG,
                                  OFFICIAL_ADAM_EPS, SD15_IP2P_UNET_CONFIG, SD15_VAE_CONFIG, TEXT_SEQ_LEN)
 from emoeditor.models.components import sd_v1_ddim_scheduler
 from emoeditor.models.emotion_encoder import EmotionEncoder
-from emoeditor.training import EmoEditorDenoiser, compute_loss
+from emoeditor.training.trainer import EmoEditorDenoiser, compute_loss
 
 MODES = {
     "official_fp16": dict(precision="fp16_weights", cached=False, compile=False, fused=False, eps=OFFICIAL_ADAM_EPS,
@@ -59,7 +59,7 @@ def build_components(tiny: bool, device, seed: int = 0) -> dict:
 
     torch.manual_seed(seed)
     if tiny:
-        from emoeditor.tiny import tiny_emotion_encoder, tiny_text_encoder, tiny_unet, tiny_vae
+        from emoeditor.models.tiny import tiny_emotion_encoder, tiny_text_encoder, tiny_unet, tiny_vae
         parts = dict(unet=tiny_unet(seed), vae=tiny_vae(seed), text_encoder=tiny_text_encoder(seed),
                      emotion_encoder=tiny_emotion_encoder(seed))
         return {k: v.to(device) for k, v in parts.items()}

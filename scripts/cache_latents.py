@@ -10,7 +10,8 @@ Interrupted? Run it again: it resumes at the first missing shard.
 import logging
 
 from emoeditor.config import parse_args, run_cli
-from emoeditor.training import build_parser, cache_latents
+from emoeditor.cli.train import build_parser
+from emoeditor.training.trainer import cache_latents
 
 
 def main(argv=None):

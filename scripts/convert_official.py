@@ -34,7 +34,7 @@ def main(argv=None):
 
     import torch
 
-    from emoeditor.official import convert_official
+    from emoeditor.editing.loading import convert_official
 
     out = convert_official(args.model_dir, args.base, args.out, torch_dtype=getattr(torch, args.dtype),
                            text=args.with_text_encoder, predictor=args.predictor, predictor_out=args.predictor_out)

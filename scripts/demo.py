@@ -42,10 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 def demo(args: argparse.Namespace) -> dict:
     from skimage import data
 
-    from emoeditor.inference import main as test_main
-    from emoeditor.tiny import TINY_IMAGE_SIZE, save_tiny_base, save_tiny_predictor
-    from emoeditor.toy_data import write_toy_emopair
-    from emoeditor.training import build_parser as train_parser, train
+    from emoeditor.cli.edit import main as test_main
+    from emoeditor.models.tiny import TINY_IMAGE_SIZE, save_tiny_base, save_tiny_predictor
+    from emoeditor.data.toy import write_toy_emopair
+    from emoeditor.cli.train import build_parser as train_parser
+    from emoeditor.training.trainer import train
 
     out = Path(args.out)
     base, predictor = out / "base_ip2p", out / "emo_predictor"

@@ -31,7 +31,7 @@ def main(argv=None):
     parser.add_argument("--force", action="store_true", help="download again even if a verified file is present")
     args = parse_args(parser, argv)
 
-    from emoeditor.official import download_release
+    from emoeditor.models.release import download_release
 
     status = download_release(args.root, args.parts, base_dir=args.base_dir,
                               base_config_only=args.base_config_only, force=args.force)

@@ -5,7 +5,7 @@
         wo_Lemb:model=runs/lambda0/model --out results/table1
     accelerate launch scripts/evaluate.py --config configs/eval_paper.yaml    # jobs sharded over GPUs
 
-Methods are ``[label=]name[:key=value,...]`` (see emoeditor/evaluation/methods.py). Outputs are cached
+Methods are ``[label=]name[:key=value,...]`` (see emoeditor/editors/registry.py). Outputs are cached
 under --out: a rerun edits and scores only what is missing. Generalisation runs (Supp.):
 ``--relations within`` (same valence), ``--source_folder coco/`` (neutral images, all 8 targets),
 ``--targets awe:0.5,excitement:0.5 ...`` (multi-emotion targets).
@@ -17,8 +17,8 @@ from pathlib import Path
 from emoeditor.config import parse_args, run_cli
 from emoeditor.constants import (BOOTSTRAP_RESAMPLES, CAM_TARGETS, CI_LEVEL, ENRD_REDUCTIONS, IMAGE_SIZE,
                                  TEST_SPLIT_JSON)
-from emoeditor.critic import CRITICS
-from emoeditor.evaluation.methods import PRESETS
+from emoeditor.editing.critic import CRITICS
+from emoeditor.editors import PRESETS
 from emoeditor.evaluation.runner import EvalSettings, format_summary, run_evaluation
 
 

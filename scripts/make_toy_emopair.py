@@ -8,7 +8,7 @@ import argparse
 
 from emoeditor.config import parse_args, run_cli
 from emoeditor.constants import EMOPAIR_JSON, EMOPAIR_ROOT
-from emoeditor.toy_data import write_toy_emopair
+from emoeditor.data.toy import write_toy_emopair
 
 
 def main(argv=None):

@@ -8,7 +8,7 @@
 import argparse
 
 from emoeditor.config import parse_args, run_cli
-from emoeditor.toy_emoset import LAYOUTS, write_toy_emoset
+from emoeditor.data.toy_emoset import LAYOUTS, write_toy_emoset
 
 
 def main(argv=None):

@@ -10,7 +10,8 @@ top-1 / per-class accuracy (eval_<split>.json) and confusion matrices (confusion
 """
 
 from emoeditor.config import parse_args, run_cli
-from emoeditor.predictor_training import build_parser, train_predictor
+from emoeditor.cli.train_predictor import build_parser
+from emoeditor.training.predictor import train_predictor
 
 
 def main(argv=None):

@@ -12,11 +12,11 @@ from PIL import Image, ImageOps
 
 from emoeditor.errors import ImageLoadError
 from emoeditor.imageio import pil_to_tensor
-from emoeditor.inference import write_tiny_assets
-from emoeditor.predictor import load_predictor
+from emoeditor.cli.edit import write_tiny_assets
+from emoeditor.models.predictor import load_predictor
 
 REPO = Path(__file__).resolve().parent.parent
-from emoeditor import inference as test_cli  # test.py's entry point lives there
+from emoeditor.cli import edit as test_cli  # test.py's entry point lives there
 
 SIZE = 64
 

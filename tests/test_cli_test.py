@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 
 from emoeditor.constants import EMOTIONS
-from emoeditor.critic import replay
+from emoeditor.editing.critic import replay
 from emoeditor.emotions import parse_target
 from emoeditor.errors import InvalidTargetError
-from emoeditor.inference import job_seed, shard, write_tiny_assets
+from emoeditor.cli.edit import job_seed, shard, write_tiny_assets
 
 REPO = Path(__file__).resolve().parent.parent
-from emoeditor import inference as test_cli  # test.py's entry point lives there
+from emoeditor.cli import edit as test_cli  # test.py's entry point lives there
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ class FakeProcess:
 
 def test_sharded_run_equals_single_process(assets, tmp_path):
     from emoeditor.config import parse_args
-    from emoeditor.inference import run_inference
+    from emoeditor.cli.edit import run_inference
 
     imgs = tmp_path / "imgs"
     imgs.mkdir()
@@ -170,8 +170,8 @@ def test_user_errors_exit_2_with_one_line(assets, tmp_path, capsys, args, messag
 
 
 def test_editor_interface(assets):
-    from emoeditor.emoeditor_editor import EmoEditorEditor
-    from emoeditor.critic import CriticConfig
+    from emoeditor.editors.emoeditor import EmoEditorEditor
+    from emoeditor.editing.critic import CriticConfig
 
     editor = EmoEditorEditor.from_pretrained(assets / "model", assets / "predictor", critic=CriticConfig(num_loop=2),
                                              num_inference_steps=2, batch_size=2, keep_candidates=True)
@@ -191,7 +191,7 @@ def test_editor_interface(assets):
 def test_random_seed_none_draws_one_and_names_files_with_it(assets, tmp_path, capsys):
     from emoeditor.config import parse_args
     from emoeditor.errors import EmoEditorError
-    from emoeditor.inference import run_inference
+    from emoeditor.cli.edit import run_inference
 
     path = str(assets / "imgs" / "coffee.png")
     summary = test_cli.main(argv(assets, tmp_path / "a", "--random_seed", "none", "--input_path", path,

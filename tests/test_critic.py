@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from emoeditor.constants import EMOTIONS
-from emoeditor.critic import (SOURCE_INDEX, CriticConfig, JobCritic, official_keep, paper_accept,
+from emoeditor.editing.critic import (SOURCE_INDEX, CriticConfig, JobCritic, official_keep, paper_accept,
                               same_valence_as_target, target_confidence, top_is_target)
 from emoeditor.emotions import onehot, parse_target
 
@@ -236,7 +236,7 @@ def test_official_stops_at_confidence_and_falls_back_to_same_valence():
 
 @pytest.mark.parametrize("critic", ["paper", "official"])
 def test_replay_at_smaller_num_loop_equals_a_shorter_run(critic):
-    from emoeditor.critic import replay
+    from emoeditor.editing.critic import replay
 
     rng = random.Random(7)
     for _ in range(40):

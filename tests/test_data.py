@@ -14,7 +14,7 @@ from skimage import color
 
 from emoeditor.constants import EMOPAIR_FIELDS, EMOTIONS
 from emoeditor.config import parse_args
-from emoeditor.data import (
+from emoeditor.data.emopair import (
     EmoPairDataset,
     add_emopair_args,
     load_emopair,
@@ -23,7 +23,7 @@ from emoeditor.data import (
 )
 from emoeditor.errors import AnnotationError, ImageLoadError
 from emoeditor.imageio import load_image
-from emoeditor.toy_data import emotion_edit, load_toy_photo, random_crop, write_toy_emopair
+from emoeditor.data.toy import emotion_edit, load_toy_photo, random_crop, write_toy_emopair
 
 from repo_scripts import load_script
 
@@ -235,13 +235,13 @@ def test_skip_bad_drops_and_counts(toy_emopair, toy_entries, tmp_path, caplog):
     entries[3]["source_softmax"] = [0.5] * 8
     entries[9]["img_tgt_path"] = "missing.jpg"
     json_path = write_json(tmp_path / "d.json", entries)
-    with caplog.at_level(logging.WARNING, logger="emoeditor.data"):
+    with caplog.at_level(logging.WARNING, logger="emoeditor.data.emopair"):
         good = load_emopair(json_path, root, skip_bad=True, progress=False)
     assert good == [e for i, e in enumerate(entries) if i not in (0, 3, 9)]
     assert f"skipped 3 of {NUM_TOY} bad entries" in caplog.text
     # In one subset only that subset's bad entries count (odd entries 3 and 9 are EPGS, 0 is EPAS).
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="emoeditor.data"):
+    with caplog.at_level(logging.WARNING, logger="emoeditor.data.emopair"):
         epgs = load_emopair(json_path, root, subset="EPGS", skip_bad=True, progress=False)
     assert len(epgs) == NUM_TOY // 2 - 2 and f"skipped 2 of {NUM_TOY // 2}" in caplog.text
 

@@ -15,13 +15,14 @@ import pytest
 import torch
 
 from emoeditor.constants import EMOTIONS
-from emoeditor.critic import CriticConfig
-from emoeditor.editors import EditResult, Editor
-from emoeditor.evaluation.methods import EDITOR_FACTORIES, MethodError, parse_method, parse_methods, register_editor
+from emoeditor.editing.critic import CriticConfig
+from emoeditor.editors.base import EditResult, Editor
+from emoeditor.editors import EDITOR_FACTORIES, parse_method, parse_methods, register_editor
+from emoeditor.errors import MethodError
 from emoeditor.evaluation.runner import EvalSettings, MethodStore, returned_at, run_evaluation
 from emoeditor.evaluation.split import load_split, make_test_split, save_split
 from emoeditor.imageio import load_image
-from emoeditor.reporting import read_csv
+from emoeditor.evaluation.reporting import read_csv
 
 from repo_scripts import load_script
 
@@ -63,13 +64,13 @@ class ScriptedBackend:
 
 class LoopEditor(Editor):
     def __init__(self, predictor_dir, num_loop: int):
-        from emoeditor.predictor import load_predictor
+        from emoeditor.models.predictor import load_predictor
         self.predictor = load_predictor(predictor_dir)
         # loose thresholds so some jobs are accepted early and others fall back
         self.config = CriticConfig(critic="paper", num_loop=num_loop, ssim_low=-1.0, ssim_high=1.01, confidence=0.13)
 
     def edit(self, images, targets, generators):
-        from emoeditor.inference import IterativeInference, Job, run_jobs
+        from emoeditor.editing.loop import IterativeInference, Job, run_jobs
         engine = IterativeInference(ScriptedBackend(), self.predictor.probs, self.config, batch_size=3,
                                     keep_candidates=True)
         res = run_jobs(engine, [Job(image=images[i], target=targets[i], generator=generators[i])
@@ -91,7 +92,7 @@ register_editor("test_loop")(_counted("test_loop", lambda o, c: LoopEditor(c.pre
 
 @pytest.fixture(scope="module")
 def toy_split(tmp_path_factory):
-    from emoeditor.toy_emoset import write_toy_emoset
+    from emoeditor.data.toy_emoset import write_toy_emoset
     tmp = tmp_path_factory.mktemp("eval_emoset")
     root = write_toy_emoset(tmp / "EmoSet", layout="release", per_class=(2, 0, 0), image_size=SIZE, seed=0)
     split = make_test_split(root, None, per_class=1, seed=0)
@@ -186,8 +187,8 @@ def _end_to_end(split_path, split, emoset, missing, tiny_predictor_dir, tmp_path
     assert all(float(r["enrd"]) == 0 and float(r["ess"]) == 0 and r["esr"] == "False" for r in ident)
 
     # a row equals an independent computation on the saved files
-    from emoeditor.metrics import compute_all
-    from emoeditor.predictor import load_predictor
+    from emoeditor.scoring.metrics import compute_all
+    from emoeditor.models.predictor import load_predictor
     pred = load_predictor(tiny_predictor_dir)
     row = next(r for r in rows if r["method"] == "colour" and r["relation"] == "within")
     src = next(s for s in split["sources"] if s["id"] == row["source_id"])
@@ -287,8 +288,8 @@ def test_metrics_see_the_official_resize(tiny_predictor_dir, tmp_path):
     bilinear source (the editors' input) and no second resampling of the output."""
     from PIL import Image
 
-    from emoeditor.metrics import compute_all
-    from emoeditor.predictor import load_predictor
+    from emoeditor.scoring.metrics import compute_all
+    from emoeditor.models.predictor import load_predictor
 
     folder = tmp_path / "src"
     folder.mkdir()
@@ -317,7 +318,7 @@ def test_metrics_see_the_official_resize(tiny_predictor_dir, tmp_path):
 
 
 def test_unreadable_trace_is_counted_not_fatal(tmp_path):
-    from emoeditor.evaluation.methods import parse_method
+    from emoeditor.editors import parse_method
     from emoeditor.evaluation.runner import MethodStats, iteration_curves
     from emoeditor.evaluation.split import build_jobs
     from emoeditor.imageio import save_image
@@ -351,8 +352,8 @@ def _evaluate_main():
 def tiny_model_dir(tiny_base_dir, tmp_path_factory):
     """A tiny exported EmoEditor (random weights) in the layout --model expects."""
     from emoeditor.models.components import load_base_components
-    from emoeditor.pipeline import EmoEditorPipeline
-    from emoeditor.tiny import tiny_emotion_encoder
+    from emoeditor.editing.pipeline import EmoEditorPipeline
+    from emoeditor.models.tiny import tiny_emotion_encoder
     pipe = EmoEditorPipeline(emotion_encoder=tiny_emotion_encoder(0), **load_base_components(tiny_base_dir, text=False))
     folder = tmp_path_factory.mktemp("tiny_emoeditor")
     pipe.save_pretrained(folder, safe_serialization=True)
@@ -400,7 +401,7 @@ def test_cli_tiny_emoeditor_tables_fig_s11_and_rerun(toy_split, tiny_predictor_d
 
 def test_sharded_generation_matches_one_process(toy_split, tmp_path):
     """Two accelerate ranks each edit every other missing job; together they write what one process writes."""
-    from emoeditor.evaluation.methods import MethodContext
+    from emoeditor.editors import MethodContext
     from emoeditor.evaluation.runner import generate, load_jobs, load_sources
     split_path, _ = toy_split
     settings = _settings(tmp_path, split_path, "unused", per_class=1, targets=["awe", "sadness"])

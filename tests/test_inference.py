@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from emoeditor.critic import SOURCE_INDEX, CriticConfig
+from emoeditor.editing.critic import SOURCE_INDEX, CriticConfig
 from emoeditor.emotions import onehot
-from emoeditor.inference import IterativeInference, Job, PipelineBackend, run_jobs
+from emoeditor.editing.loop import IterativeInference, Job, PipelineBackend, run_jobs
 from emoeditor.models.components import load_base_components
-from emoeditor.pipeline import EmoEditorPipeline
-from emoeditor.predictor import load_predictor
-from emoeditor.tiny import TINY_IMAGE_SIZE, tiny_emotion_encoder
+from emoeditor.editing.pipeline import EmoEditorPipeline
+from emoeditor.models.predictor import load_predictor
+from emoeditor.models.tiny import TINY_IMAGE_SIZE, tiny_emotion_encoder
 
 S = 16  # scripted tests use small images
 

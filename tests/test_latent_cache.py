@@ -5,11 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from emoeditor import latent_cache as lc
-from emoeditor import training
-from emoeditor.data import EmoPairDataset, load_emopair
+from emoeditor.data import latent_cache as lc
+from emoeditor.cli import train as train_cli
+from emoeditor.training import trainer as training
+from emoeditor.data.emopair import EmoPairDataset, load_emopair
 from emoeditor.models.components import load_base_components
-from emoeditor.tiny import TINY_ENCODER_HIDDEN
+from emoeditor.models.tiny import TINY_ENCODER_HIDDEN
 
 from repo_scripts import load_script
 
@@ -20,7 +21,7 @@ def cache_args(tmp_path, tiny_base_dir, toy_emopair, **kw):
                 encoder_hidden=list(TINY_ENCODER_HIDDEN), num_workers=0, cpu=True, mixed_precision="no",
                 latent_cache=str(tmp_path / "cache"), cache_shard_size=10, cache_batch_size=4, no_progress=True)
     base.update(kw)
-    return training.default_args(**base)
+    return train_cli.default_args(**base)
 
 
 def run_script(argv):

@@ -2,7 +2,7 @@ import torch
 
 from emoeditor.constants import LATENT_SCALE
 from emoeditor.models.latents import decode_latents, encode_condition, encode_latents, vae_input
-from emoeditor.tiny import tiny_vae
+from emoeditor.models.tiny import tiny_vae
 
 
 def test_conventions_match_direct_vae_calls():

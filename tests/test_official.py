@@ -13,12 +13,13 @@ import torch
 
 from emoeditor.errors import MissingWeightsError
 from emoeditor.models.components import sd_v1_ddim_scheduler
-from emoeditor import official
-from emoeditor.official import (CheckpointMismatchError, ReleaseFile, download_base, download_release,
-                                fetch_release_file, load_official, read_checksums, safetensors_problem)
-from emoeditor.pipeline import EmoEditorPipeline
-from emoeditor.predictor import load_predictor
-from emoeditor.tiny import (TINY_ENCODER_HIDDEN, TINY_IMAGE_SIZE, TINY_TEXT_DIM, tiny_emotion_encoder, tiny_unet,
+from emoeditor.models import release as official
+from emoeditor.errors import CheckpointMismatchError
+from emoeditor.models.release import ReleaseFile, download_base, download_release, fetch_release_file, read_checksums, safetensors_problem
+from emoeditor.editing.loading import load_official
+from emoeditor.editing.pipeline import EmoEditorPipeline
+from emoeditor.models.predictor import load_predictor
+from emoeditor.models.tiny import (TINY_ENCODER_HIDDEN, TINY_IMAGE_SIZE, TINY_TEXT_DIM, tiny_emotion_encoder, tiny_unet,
                             tiny_vae)
 
 from repo_scripts import load_script as load_repo_script
@@ -98,7 +99,7 @@ def test_converted_folder_gives_identical_edits(official_dir, tiny_base_dir, inp
     converted = EmoEditorPipeline.from_pretrained(out)
     direct = load_official(official_dir, base=tiny_base_dir)
     assert torch.equal(edit(converted, inputs), edit(direct, inputs))
-    from emoeditor.inference import load_model
+    from emoeditor.editing.loading import load_model
 
     bf16 = load_model(out, torch_dtype=torch.bfloat16)  # test.py's loader, exported folder
     assert bf16.unet.dtype == torch.bfloat16 and bf16.emotion_encoder.dtype == torch.float32

@@ -9,8 +9,8 @@ from emoeditor.errors import EmoEditorError
 from emoeditor.imageio import to_uint8
 from emoeditor.models.components import load_base_components, sd_v1_ddim_scheduler
 from emoeditor.models.emotion_encoder import EmotionEncoder
-from emoeditor.pipeline import EmoEditorPipeline, ddim_step, official_timesteps
-from emoeditor.tiny import TINY_ENCODER_HIDDEN, TINY_IMAGE_SIZE, TINY_TEXT_DIM, tiny_emotion_encoder
+from emoeditor.editing.pipeline import EmoEditorPipeline, ddim_step, official_timesteps
+from emoeditor.models.tiny import TINY_ENCODER_HIDDEN, TINY_IMAGE_SIZE, TINY_TEXT_DIM, tiny_emotion_encoder
 
 STEPS = 4  # few steps keep the tests fast; the schedule maths is tested separately at 30
 

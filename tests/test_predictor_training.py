@@ -11,10 +11,11 @@ from torchvision.models import resnet18
 
 from emoeditor.constants import EMOTIONS
 from emoeditor.errors import EmoEditorError, MissingWeightsError
-from emoeditor.predictor import load_predictor
-from emoeditor.predictor_training import (EmotionImageDataset, build_parser, build_predictor, load_split,
-                                          lr_multiplier, make_optimizer)
-from emoeditor.toy_emoset import write_toy_emoset
+from emoeditor.models.predictor import load_predictor
+from emoeditor.training.predictor import EmotionImageDataset, build_predictor, lr_multiplier, make_optimizer
+from emoeditor.cli.train_predictor import build_parser
+from emoeditor.data.emoset import load_split
+from emoeditor.data.toy_emoset import write_toy_emoset
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))

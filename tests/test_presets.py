@@ -14,14 +14,14 @@ def _script_parser(name):
 
 def _parser(preset: str):
     if preset.startswith("infer_"):
-        from emoeditor.inference import build_parser
+        from emoeditor.cli.edit import build_parser
         return build_parser()
     if preset.startswith("eval_"):
         return _script_parser("evaluate")
     if preset.startswith("predictor_"):
-        from emoeditor.predictor_training import build_parser
+        from emoeditor.cli.train_predictor import build_parser
         return build_parser()
-    from emoeditor.training import build_parser  # paper, official, tiny: train.py
+    from emoeditor.cli.train import build_parser  # paper, official, tiny: train.py
     return build_parser()
 
 
@@ -44,7 +44,7 @@ def test_preset_parses(preset):
 
 
 def test_official_preset_is_the_official_recipe():
-    from emoeditor.training import build_parser
+    from emoeditor.cli.train import build_parser
 
     args = parse_args(build_parser(), ["--config", str(REPO / "configs" / "official.yaml")])
     assert (args.vae_input_range, args.adam_eps, args.learning_rate, args.batch_size) == ("zero_one", 1e-3, 1e-5, 32)

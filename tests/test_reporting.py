@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from emoeditor.constants import EMOTIONS, PAPER_TABLE1
-from emoeditor.reporting import (bootstrap_ci, example_grid, per_emotion, plot_bars, plot_iteration_curves,
+from emoeditor.evaluation.reporting import (bootstrap_ci, example_grid, per_emotion, plot_bars, plot_iteration_curves,
                                  read_csv, summarize, table_rows, write_csv, write_table)
 
 
@@ -86,7 +86,7 @@ def test_plots_are_images(tmp_path):
 
 
 def test_summary_counts_the_values_each_metric_used():
-    from emoeditor.reporting import summarize
+    from emoeditor.evaluation.reporting import summarize
 
     rows = [{"emr": 1, "esr": 0, "enrd": 10.0, "ess": 2.0, "esmi": 0.5},
             {"emr": 0, "esr": 1, "enrd": 20.0, "ess": 4.0, "esmi": float("nan")}]

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from skimage import data
 
-from emoeditor.critic import paper_accept
-from emoeditor.ssim import batch_ssim, grey_batch, grey_uint8, ssim_reference, ssim_reference_batch, ssim_torch
+from emoeditor.editing.critic import paper_accept
+from emoeditor.scoring.ssim import batch_ssim, grey_batch, grey_uint8, ssim_reference, ssim_reference_batch, ssim_torch
 
 
 def photos(size=224):

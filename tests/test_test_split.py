@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from emoeditor.constants import EMOTIONS, POSITIVE
-from emoeditor.evaluation.split import (NEUTRAL, SplitError, build_jobs, folder_sources, list_emoset,
-                                        load_split, make_test_split, subset_sources)
+from emoeditor.evaluation.split import NEUTRAL, build_jobs, folder_sources, list_emoset, load_split, make_test_split, subset_sources
+from emoeditor.errors import SplitError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,7 +117,7 @@ def test_cli_writes_split(tmp_path):
 
 
 def test_toy_emoset_both_layouts(tmp_path):
-    from emoeditor.toy_emoset import write_toy_emoset
+    from emoeditor.data.toy_emoset import write_toy_emoset
     release = write_toy_emoset(tmp_path / "release", layout="release", per_class=(2, 1, 0), image_size=40)
     folders = write_toy_emoset(tmp_path / "folders", layout="folders", per_class=(2, 1, 0), image_size=40)
     a, b = list_emoset(release), list_emoset(folders)

@@ -6,11 +6,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from emoeditor import checkpoint as ckpt
-from emoeditor import training
+from emoeditor.training import checkpoint as ckpt
+from emoeditor.cli import train as train_cli
+from emoeditor.training import trainer as training
 from emoeditor.constants import LATENT_SCALE
 from emoeditor.models.components import sd_v1_ddim_scheduler
-from emoeditor.tiny import TINY_ENCODER_HIDDEN, TINY_TEXT_DIM, tiny_unet
+from emoeditor.models.tiny import TINY_ENCODER_HIDDEN, TINY_TEXT_DIM, tiny_unet
 from emoeditor.models.emotion_encoder import EmotionEncoder
 
 from repo_scripts import REPO, load_script
@@ -24,7 +25,7 @@ def make_args(tmp_path, tiny_base_dir, toy_emopair, name="run", **overrides):
               train_save_dir=str(tmp_path / name / "logs"), no_progress=True, log_every=1, image_every=0,
               checkpoint_every=0, max_steps=2, preview_steps=4)
     kw.update(overrides)
-    return training.default_args(**kw)
+    return train_cli.default_args(**kw)
 
 
 def scalars(args, tag):
@@ -149,7 +150,7 @@ def test_loss_decreases_and_export_loads(tmp_path, tiny_base_dir, toy_emopair):
     assert state["args"]["emotion_input"] == "onehot" and state["step"] == 36 and state["epoch"] == 6
 
     # The export is a diffusers folder whose config records the training choices, loaded as test.py does.
-    from emoeditor.inference import load_model
+    from emoeditor.editing.loading import load_model
     pipe = load_model(export)
     assert pipe.config.emotion_input == "onehot" and pipe.config.cond_dropout == 0.1
     assert pipe.config.lambda_emb == 0.5 and pipe.config.vae_input_range == "minus_one_one"
@@ -184,7 +185,7 @@ def test_lambda_zero_run_logs_loss_equal_l_noise_and_init_model(tmp_path, tiny_b
         "encoder_hidden"] == list(TINY_ENCODER_HIDDEN)  # what was trained, not the ignored flag
 
     # An export killed half-way leaves the previous export whole (written aside, then renamed).
-    from emoeditor.pipeline import EmoEditorPipeline
+    from emoeditor.editing.pipeline import EmoEditorPipeline
     weights_file = export / "unet" / "diffusion_pytorch_model.safetensors"
     before = weights_file.read_bytes()
 
@@ -211,7 +212,9 @@ def test_lambda_zero_run_logs_loss_equal_l_noise_and_init_model(tmp_path, tiny_b
 KILL_AFTER_CHECKPOINT = """
 import os, signal, sys, torch
 torch.set_num_threads(1)
-from emoeditor import checkpoint, training
+from emoeditor.training import checkpoint
+from emoeditor.cli import train as train_cli
+from emoeditor.training import trainer as training
 save = checkpoint.save_checkpoint
 
 def save_then_die(root, step, *a, **kw):
@@ -221,7 +224,7 @@ def save_then_die(root, step, *a, **kw):
     return path
 
 checkpoint.save_checkpoint = save_then_die
-training.train(training.default_args(**__import__("json").loads(sys.argv[1])))
+training.train(train_cli.default_args(**__import__("json").loads(sys.argv[1])))
 """
 
 
@@ -261,7 +264,7 @@ def test_resume_is_bit_exact(tmp_path, tiny_base_dir, toy_emopair):
         assert all(torch.equal(x, y) for x, y in zip(sa["ema"]["shadow_params"], sb["ema"]["shadow_params"]))
         assert sa["lr_scheduler"] == sb["lr_scheduler"] and sb["step"] == 6
     # Exported EMA weights differ from the raw ones.
-    from emoeditor.pipeline import EmoEditorPipeline
+    from emoeditor.editing.pipeline import EmoEditorPipeline
     pipe = EmoEditorPipeline.from_pretrained(tmp_path / "stopped" / "models" / "model")
     assert not torch.equal(pipe.unet.conv_in.weight, a["unet.conv_in.weight"])
 
@@ -345,12 +348,12 @@ def test_train_cli_uses_yaml_preset_as_defaults(tmp_path, tiny_base_dir, toy_emo
     root, json_path = toy_emopair
     preset = tmp_path / "p.yaml"
     preset.write_text(f"base_model: {tiny_base_dir}\njson_path: {json_path}\nbatch_size: 8\nlambda_emb: 0.25\n")
-    args = parse_args(training.build_parser(), ["--config", str(preset), "--batch_size", "4"])
+    args = parse_args(train_cli.build_parser(), ["--config", str(preset), "--batch_size", "4"])
     assert args.batch_size == 4 and args.lambda_emb == 0.25 and args.json_path == str(json_path)
     with pytest.raises(SystemExit):  # a typo is an argparse error, not a ValueError from inside diffusers
-        parse_args(training.build_parser(), ["--lr_scheduler", "cosin"])
+        parse_args(train_cli.build_parser(), ["--lr_scheduler", "cosin"])
     for name in ("paper", "tiny"):
-        parse_args(training.build_parser(), ["--config", str(REPO / "configs" / f"{name}.yaml")])  # presets only name real flags
+        parse_args(train_cli.build_parser(), ["--config", str(REPO / "configs" / f"{name}.yaml")])  # presets only name real flags
     assert callable(train_script.main)
 
 
@@ -383,7 +386,7 @@ def test_checkpoint_save_is_atomic_and_pruned(tmp_path, monkeypatch):
 
 
 def test_skip_bad_replaces_a_pair_that_fails_mid_run(tmp_path, toy_emopair):
-    from emoeditor.data import EmoPairDataset, load_emopair
+    from emoeditor.data.emopair import EmoPairDataset, load_emopair
 
     root, json_path = toy_emopair
     entries = load_emopair(json_path, root)
@@ -395,7 +398,7 @@ def test_skip_bad_replaces_a_pair_that_fails_mid_run(tmp_path, toy_emopair):
 
 
 def test_skip_bad_run_counts_the_pairs_it_replaced(tmp_path, tiny_base_dir, toy_emopair, monkeypatch):
-    from emoeditor.data import EmoPairDataset
+    from emoeditor.data.emopair import EmoPairDataset
     from emoeditor.errors import ImageLoadError
 
     real = EmoPairDataset.__getitem__
@@ -420,7 +423,7 @@ def test_training_reads_emopair_with_the_shared_flags(tmp_path, toy_emopair):
     through to be skipped mid-run, the default header check reports it up front."""
     from types import SimpleNamespace
 
-    from emoeditor.data import read_annotations
+    from emoeditor.data.emopair import read_annotations
     from emoeditor.errors import AnnotationError
 
     root, json_path = toy_emopair
@@ -429,10 +432,10 @@ def test_training_reads_emopair_with_the_shared_flags(tmp_path, toy_emopair):
     bad_json = tmp_path / "bad.json"
     bad_json.write_text(json.dumps(entries))
     main = SimpleNamespace(is_main_process=True)
-    args = training.default_args(json_path=str(bad_json), data_root=str(root), image_size=64, no_progress=True)
+    args = train_cli.default_args(json_path=str(bad_json), data_root=str(root), image_size=64, no_progress=True)
     with pytest.raises(AnnotationError, match="entry 2 .*missing/target.jpg"):
         training.build_dataset(args, main, frozen={})
-    args = training.default_args(json_path=str(bad_json), data_root=str(root), image_size=64, no_progress=True,
+    args = train_cli.default_args(json_path=str(bad_json), data_root=str(root), image_size=64, no_progress=True,
                                  check_images="none", skip_bad=True)
     data = training.build_dataset(args, main, frozen={})
     assert len(data) == len(entries) and data[2]["index"] == 3 and data[2]["skipped"] == 1

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from emoeditor import checkpoint as ckpt
-from emoeditor.training import weights_digest
+from emoeditor.training import checkpoint as ckpt
+from emoeditor.training.trainer import weights_digest
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -24,14 +24,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..constants import (BOOTSTRAP_RESAMPLES, CANNY_THRESHOLDS, CI_LEVEL, EMOTIONS, IMAGE_SIZE, RELATIONS,
+from emoeditor.constants import (BOOTSTRAP_RESAMPLES, CANNY_THRESHOLDS, CI_LEVEL, EMOTIONS, IMAGE_SIZE, RELATIONS,
                          TEST_SPLIT_JSON)
-from ..critic import SOURCE_INDEX, replay
-from ..errors import EmoEditorError, ImageLoadError
-from ..fileio import atomic_write, atomic_write_text, plain, sha256sum
-from ..imageio import load_image, open_image, pil_to_tensor, save_image
-from .methods import MethodContext, MethodSpec, parse_methods
-from .split import Job, SplitError, build_jobs, folder_sources, load_split, subset_sources
+from emoeditor.editing.critic import SOURCE_INDEX, replay
+from emoeditor.errors import EmoEditorError, ImageLoadError
+from emoeditor.fileio import atomic_write, atomic_write_text, plain, sha256sum
+from emoeditor.imageio import load_image, open_image, pil_to_tensor, save_image
+from emoeditor.editors import MethodContext, MethodSpec, parse_methods
+from emoeditor.evaluation.split import Job, build_jobs, folder_sources, load_split, subset_sources
+from emoeditor.errors import SplitError
 
 
 @dataclass
@@ -326,7 +327,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def _score_batch(predictor, items: list[tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]],
                  settings: EvalSettings) -> list[dict]:
-    from ..metrics import compute_all
+    from emoeditor.scoring.metrics import compute_all
 
     base = [it[0] for it in items]
     src = torch.stack([it[1] for it in items])
@@ -436,7 +437,7 @@ def returned_at(trace: dict, k: int) -> int:
 def iteration_curves(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store: MethodStore, predictor,
                      settings: EvalSettings, stats: MethodStats) -> list[dict]:
     """Fig. S11 rows (method, relation, k, metrics) from the kept candidates of one run."""
-    from ..reporting import METRICS
+    from emoeditor.evaluation.reporting import METRICS
 
     traces = {}
     for job in jobs:
@@ -519,7 +520,7 @@ def iteration_curves(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store
 # ---------------------------------------------------------------------------------------- report
 
 def _example_grid(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store: MethodStore, out: Path) -> Optional[Path]:
-    from ..reporting import example_grid
+    from emoeditor.evaluation.reporting import example_grid
 
     by_source: dict[str, list[Job]] = {}
     for job in jobs:
@@ -545,7 +546,7 @@ def _example_grid(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store: M
 
 def write_report(specs: Sequence[MethodSpec], rows: list[dict], curves: list[dict], jobs: Sequence[Job],
                  sources: dict, all_stats: dict[str, MethodStats], bad_sources: dict, settings: EvalSettings) -> dict:
-    from ..reporting import per_emotion, plot_bars, plot_iteration_curves, table_rows, write_csv, write_table
+    from emoeditor.evaluation.reporting import per_emotion, plot_bars, plot_iteration_curves, table_rows, write_csv, write_table
 
     out = Path(settings.out)
     labels = [s.label for s in specs]
@@ -608,7 +609,7 @@ def run_evaluation(settings: EvalSettings) -> dict:
     """Edit, score and report every method of `settings`; returns the report (also in report.json)."""
     from accelerate import PartialState
 
-    from ..predictor import load_predictor
+    from emoeditor.models.predictor import load_predictor
 
     state = PartialState(cpu=settings.device == "cpu")
     device = torch.device(settings.device) if settings.device else state.device

@@ -17,18 +17,14 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 
-from ..constants import EMOSET_SPLIT_FILES, EMOTIONS, TEST_PER_CLASS, TEST_SPLIT_SEED
-from ..emotions import emotion_index, parse_target, target_label, target_valence, valence
-from ..data import read_annotations
-from ..errors import EmoEditorError
-from ..imageio import IMAGE_EXTENSIONS
+from emoeditor.constants import EMOSET_SPLIT_FILES, EMOTIONS, TEST_PER_CLASS, TEST_SPLIT_SEED
+from emoeditor.emotions import emotion_index, parse_target, target_label, target_valence, valence
+from emoeditor.data.emopair import read_annotations
+from emoeditor.errors import SplitError
+from emoeditor.imageio import IMAGE_EXTENSIONS
 
 SPLIT_FORMAT_VERSION = 1
 NEUTRAL = "neutral"  # source emotion of images with no label (e.g. MSCOCO)
-
-
-class SplitError(EmoEditorError, ValueError):
-    """An EmoSet layout, split file or job specification that cannot be used."""
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,3 @@
-from .emotion_encoder import EmotionEncoder
+from emoeditor.models.emotion_encoder import EmotionEncoder
 
 __all__ = ["EmotionEncoder"]

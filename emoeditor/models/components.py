@@ -15,8 +15,8 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..constants import IP2P_HUB_ID, SD_V1_DDIM_CONFIG
-from ..errors import MissingWeightsError
+from emoeditor.constants import IP2P_HUB_ID, SD_V1_DDIM_CONFIG
+from emoeditor.errors import MissingWeightsError
 
 BASE_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer")
 

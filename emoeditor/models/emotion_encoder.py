@@ -9,7 +9,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from ..constants import EMOTION_ENCODER_HIDDEN, NUM_EMOTIONS, TEXT_EMBED_DIM, TEXT_SEQ_LEN
+from emoeditor.constants import EMOTION_ENCODER_HIDDEN, NUM_EMOTIONS, TEXT_EMBED_DIM, TEXT_SEQ_LEN
 
 
 class EmotionEncoder(ModelMixin, ConfigMixin):

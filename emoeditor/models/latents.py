@@ -14,7 +14,7 @@ import torch
 from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-from ..constants import LATENT_SCALE, VAE_INPUT_RANGES
+from emoeditor.constants import LATENT_SCALE, VAE_INPUT_RANGES
 
 Generators = Optional[Union[torch.Generator, Sequence[torch.Generator]]]
 

@@ -16,9 +16,9 @@ import numpy as np
 from PIL import Image
 from skimage import color, data as skdata
 
-from .constants import EMOTIONS, NUM_EMOTIONS
-from .errors import EmoEditorError
-from .imageio import MIN_SIDE
+from emoeditor.constants import EMOTIONS, NUM_EMOTIONS
+from emoeditor.errors import EmoEditorError
+from emoeditor.imageio import MIN_SIDE
 
 # Photos that ship inside the scikit-image wheel (no pooch download needed).
 TOY_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",

@@ -27,19 +27,15 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .errors import EmoEditorError
-from .fileio import atomic_write, atomic_write_text
-from .models.latents import encode_condition, latent_dist
+from emoeditor.errors import LatentCacheError
+from emoeditor.fileio import atomic_write, atomic_write_text
+from emoeditor.models.latents import encode_condition, latent_dist
 
 CACHE_VERSION = 1
 META_FILE = "meta.json"
 COMPLETE_FILE = "COMPLETE"
 TENSOR_KEYS = ("target_moments", "source_latent", "text_embedding")
 CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-class LatentCacheError(EmoEditorError):
-    """A latent cache that is missing, incomplete or built with other settings."""
 
 
 @torch.no_grad()

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .constants import (CAM_THRESHOLD, CANNY_THRESHOLDS, CAM_TARGETS, ENRD_REDUCTIONS, ESMI_ALPHA, IMAGE_SIZE,
+from emoeditor.constants import (CAM_THRESHOLD, CANNY_THRESHOLDS, CAM_TARGETS, ENRD_REDUCTIONS, ESMI_ALPHA, IMAGE_SIZE,
                         KL_EPS, NUM_EMOTIONS)
-from .gradcam import emotion_cam, emotion_region
+from emoeditor.scoring.gradcam import emotion_cam, emotion_region
 
 # ---------------------------------------------------------------------------------------- inputs
 

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .constants import SSIM_WIN_SIZE
-from .imageio import to_uint8
+from emoeditor.constants import SSIM_WIN_SIZE
+from emoeditor.imageio import to_uint8
 
 SSIM_BACKENDS = ("torch", "skimage")
 _K1, _K2 = 0.01, 0.03

@@ -14,8 +14,8 @@ import torch
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from .constants import CAM_THRESHOLD
-from .predictor import EmotionPredictor
+from emoeditor.constants import CAM_THRESHOLD
+from emoeditor.models.predictor import EmotionPredictor
 
 
 def target_layer(predictor: EmotionPredictor | torch.nn.Module) -> torch.nn.Module:

@@ -24,16 +24,12 @@ from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DCon
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .constants import LAMBDA_EMB, NOISE_START_RANGE, NUM_INFERENCE_STEPS
-from .errors import EmoEditorError
-from .models.emotion_encoder import EmotionEncoder
-from .models.latents import decode_latents, encode_condition, latent_dist, sample_latents
+from emoeditor.constants import LAMBDA_EMB, NOISE_START_RANGE, NUM_INFERENCE_STEPS
+from emoeditor.errors import PipelineInputError
+from emoeditor.models.emotion_encoder import EmotionEncoder
+from emoeditor.models.latents import decode_latents, encode_condition, latent_dist, sample_latents
 
 Generators = Optional[Union[torch.Generator, Sequence[torch.Generator]]]
-
-
-class PipelineInputError(EmoEditorError, ValueError):
-    """A pipeline argument with the wrong shape, range or type."""
 
 
 def official_timesteps(start: int, num_steps: int = NUM_INFERENCE_STEPS, steps_offset: int = 1) -> torch.Tensor:

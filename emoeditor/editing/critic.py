@@ -37,7 +37,7 @@ from typing import Optional
 
 import torch
 
-from .constants import EMOTIONS, NEGATIVE, NUM_LOOP, OFFICIAL_CRITIC, PAPER_CRITIC, POSITIVE
+from emoeditor.constants import EMOTIONS, NEGATIVE, NUM_LOOP, OFFICIAL_CRITIC, PAPER_CRITIC, POSITIVE
 
 CRITICS = ("paper", "official", "none")
 CONFIDENCE_MODES = ("support", "weighted")

@@ -24,8 +24,8 @@ from typing import Sequence, Union
 import numpy as np
 from skimage import color
 
-from .constants import EMOTIONS
-from .toy_data import TOY_PHOTOS, _save_jpeg, emotion_edit, load_toy_photo, random_crop
+from emoeditor.constants import EMOTIONS
+from emoeditor.data.toy import TOY_PHOTOS, _save_jpeg, emotion_edit, load_toy_photo, random_crop
 
 SPLITS = ("train", "val", "test")
 LAYOUTS = ("release", "folders")

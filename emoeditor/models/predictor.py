@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .constants import IMAGE_SIZE, NUM_EMOTIONS, OFFICIAL_DOWNLOADS
-from .errors import MissingWeightsError
+from emoeditor.constants import IMAGE_SIZE, NUM_EMOTIONS, OFFICIAL_DOWNLOADS
+from emoeditor.errors import MissingWeightsError
 
 PREDICTOR_CONFIG = "config.json"
 PREDICTOR_WEIGHTS = "model.safetensors"
@@ -97,7 +97,7 @@ def save_predictor(predictor: EmotionPredictor, folder: str | Path, official_pt:
 
 
 def _read_config(path: Path) -> dict:
-    from .official import CheckpointMismatchError
+    from emoeditor.errors import CheckpointMismatchError
 
     try:
         config = json.loads(path.read_text())
@@ -129,7 +129,8 @@ def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> Emot
             f"emotion predictor weights not found at {path}. Put the official emo_predictor.pt in "
             f"emo_predictor/ (download: {OFFICIAL_DOWNLOADS['emo_predictor']}), or train one with "
             f"scripts/train_predictor.py")
-    from .official import CheckpointMismatchError, load_state_dict
+    from emoeditor.models.weights import load_state_dict
+    from emoeditor.errors import CheckpointMismatchError
 
     if weights.suffix == ".safetensors":
         try:

@@ -23,7 +23,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from .constants import (
+from emoeditor.constants import (
     EMOPAIR_FIELDS,
     EMOPAIR_IMAGE_CHECKS,
     EMOPAIR_JSON,
@@ -36,9 +36,9 @@ from .constants import (
     OFFICIAL_DOWNLOADS,
     SOFTMAX_SUM_TOL,
 )
-from .emotions import onehot
-from .errors import AnnotationError, ImageLoadError
-from .imageio import MIN_SIDE, load_image
+from emoeditor.emotions import onehot
+from emoeditor.errors import AnnotationError, ImageLoadError
+from emoeditor.imageio import MIN_SIDE, load_image
 
 logger = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from .constants import TEXT_SEQ_LEN
-from .models.components import sd_v1_ddim_scheduler, seeded_init
-from .models.emotion_encoder import EmotionEncoder
-from .predictor import EmotionPredictor, build_resnet18, save_predictor
+from emoeditor.constants import TEXT_SEQ_LEN
+from emoeditor.models.components import sd_v1_ddim_scheduler, seeded_init
+from emoeditor.models.emotion_encoder import EmotionEncoder
+from emoeditor.models.predictor import EmotionPredictor, build_resnet18, save_predictor
 
 TINY_IMAGE_SIZE = 64  # >= 51 so the official SSIM window (51) fits
 TINY_TEXT_DIM = 32

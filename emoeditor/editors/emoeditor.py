@@ -15,11 +15,14 @@ from typing import Optional, Sequence
 
 import torch
 
-from .constants import IP2P_HUB_ID, NOISE_START_RANGE, NUM_INFERENCE_STEPS
-from .critic import CriticConfig
-from .editors import EditResult, Editor
-from .inference import IterativeInference, Job, PipelineBackend, load_model, run_jobs
-from .predictor import EmotionPredictor, load_predictor
+from emoeditor.constants import IP2P_HUB_ID, NOISE_START_RANGE, NUM_INFERENCE_STEPS
+from emoeditor.editing.critic import CriticConfig
+from emoeditor.editors.base import EditResult, Editor
+from emoeditor.editors.registry import DTYPES, MethodContext, _bool, _typed, register_editor
+from emoeditor.errors import MethodError
+from emoeditor.editing.loop import IterativeInference, Job, PipelineBackend, run_jobs
+from emoeditor.editing.loading import load_model
+from emoeditor.models.predictor import EmotionPredictor, load_predictor
 
 
 class EmoEditorEditor(Editor):
@@ -63,3 +66,46 @@ class EmoEditorEditor(Editor):
             traces.append(trace)
         out = torch.stack([r.image for r in results]).to(images.device)
         return EditResult(images=out, traces=traces)
+
+
+CRITIC_OPTIONS = ("critic", "num_loop", "ssim_low", "ssim_high", "confidence", "confidence_mode", "direction_probs")
+
+
+@register_editor("emoeditor")
+def _emoeditor(options: dict, context: MethodContext) -> Editor:
+    """EmoEditor with the batched critic loop. Options: model, predictor, the critic's (critic,
+    num_loop, ssim_low, ssim_high, confidence, confidence_mode, direction_probs), dtype, and any
+    keyword of EmoEditorEditor (num_inference_steps, emotion_input, guidance_scale, batch_size, ...)."""
+    from emoeditor.constants import NUM_LOOP
+    from emoeditor.editing.critic import CriticConfig
+    from emoeditor.editors.emoeditor import EmoEditorEditor
+
+    opts = dict(options)
+    model = opts.pop("model", None) or context.model
+    predictor = opts.pop("predictor", None) or context.predictor
+    if model is None:
+        raise MethodError("EmoEditor needs a model folder: pass --model or :model=<folder>")
+    if predictor is None:
+        raise MethodError("EmoEditor needs the emotion predictor for its critic: pass --predictor")
+    critic = {k: _typed(opts.pop(k)) for k in CRITIC_OPTIONS if k in opts}
+    critic.setdefault("critic", context.critic)
+    critic.setdefault("num_loop", context.num_loop or NUM_LOOP)
+    kwargs = dict(batch_size=int(opts.pop("batch_size", context.batch_size)),
+                  keep_candidates=_bool(opts.pop("keep_candidates", context.keep_candidates)))
+    steps = opts.pop("num_inference_steps", context.num_inference_steps)
+    if steps is not None:
+        kwargs["num_inference_steps"] = int(steps)
+    dtype = opts.pop("dtype", context.extra.get("dtype"))
+    if dtype:
+        if dtype not in DTYPES:
+            raise MethodError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+        kwargs["torch_dtype"] = DTYPES[dtype]
+    for key, value in opts.items():  # anything else goes through as a typed keyword
+        kwargs[key] = _typed(value)
+    if critic["critic"] == "none":
+        kwargs["keep_candidates"] = False  # one pass: the output is the only candidate
+    try:
+        config = CriticConfig(**critic)
+    except (TypeError, ValueError) as exc:
+        raise MethodError(f"EmoEditor critic options {critic}: {exc}") from None
+    return EmoEditorEditor.from_pretrained(model, predictor, device=context.device, critic=config, **kwargs)

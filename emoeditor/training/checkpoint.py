@@ -20,8 +20,8 @@ from typing import Optional
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import EmoEditorError, MissingWeightsError
-from .fileio import atomic_write_text, plain
+from emoeditor.errors import EmoEditorError, MissingWeightsError
+from emoeditor.fileio import atomic_write_text, plain
 
 CHECKPOINT_DIRNAME = "checkpoints"
 LATEST_POINTER = "latest"

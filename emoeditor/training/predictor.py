@@ -25,7 +25,6 @@ import contextlib
 import json
 import math
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -36,12 +35,14 @@ import torchvision.transforms.functional as TF
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .constants import (EMOSET_SPLITS, EMOTIONS, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, NUM_EMOTIONS,
+from emoeditor.constants import (EMOSET_SPLITS, EMOTIONS, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, NUM_EMOTIONS,
                         PREDICTOR_NORMALIZATIONS, RESNET18_IMAGENET_FILE)
-from .errors import EmoEditorError, ImageLoadError, MissingWeightsError
-from .imageio import IMAGE_EXTENSIONS, open_image
-from .models.components import seeded_init
-from .predictor import EmotionPredictor, build_resnet18, save_predictor
+from emoeditor.errors import EmoEditorError, ImageLoadError, MissingWeightsError
+from emoeditor.imageio import open_image
+from emoeditor.models.components import seeded_init
+from emoeditor.models.predictor import EmotionPredictor, build_resnet18, save_predictor
+from emoeditor.data.emoset import Sample, load_split
+
 
 STATE_FILE = "training_state.pt"
 SKIPPED_FILE = "skipped_images.txt"
@@ -50,76 +51,6 @@ AUGMENTATIONS = ("none", "flip", "crop_flip")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("no", "fp16", "bf16")
-
-
-# --------------------------------------------------------------------------------------- data
-
-@dataclass(frozen=True)
-class Sample:
-    path: Path
-    label: int
-
-
-def _label(emotion: str, where: str) -> int:
-    name = str(emotion).strip().lower()
-    if name not in EMOTIONS:
-        raise EmoEditorError(f"{where}: unknown emotion {emotion!r}; expected one of {', '.join(EMOTIONS)}")
-    return EMOTIONS.index(name)
-
-
-def read_release_split(root: Path, split: str) -> list[Sample]:
-    """EmoSet-118K ``<split>.json``: a list of [emotion, image path, annotation path] (paths relative to root)."""
-    path = root / f"{split}.json"
-    try:
-        entries = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EmoEditorError(f"{path}: cannot read the EmoSet split file ({exc})") from None
-    if not isinstance(entries, list):
-        raise EmoEditorError(f"{path}: expected a list of [emotion, image, annotation] entries")
-    samples = []
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, (list, tuple)) or len(entry) < 2:
-            raise EmoEditorError(f"{path}: entry {i} is {entry!r}, expected [emotion, image path, annotation path]")
-        samples.append(Sample(root / entry[1], _label(entry[0], f"{path} entry {i}")))
-    return samples
-
-
-def _class_folder_samples(folder: Path) -> list[Sample]:
-    samples = []
-    for emotion in EMOTIONS:
-        sub = folder / emotion
-        if sub.is_dir():
-            samples += [Sample(p, EMOTIONS.index(emotion)) for p in sorted(sub.iterdir())
-                        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-    return samples
-
-
-def detect_layout(root: Path) -> str:
-    if (root / "train.json").exists():
-        return "release"
-    if any((root / s).is_dir() for s in EMOSET_SPLITS) or any((root / e).is_dir() for e in EMOTIONS):
-        return "folders"
-    raise EmoEditorError(f"{root}: neither an EmoSet release (train.json, val.json, test.json) nor class "
-                         f"folders ({'/'.join(EMOTIONS[:2])}/... or train/{EMOTIONS[0]}/...)")
-
-
-def load_split(root: str | Path, split: str, layout: str = "auto", val_fraction: float = 0.1,
-               test_fraction: float = 0.1, seed: int = 0) -> list[Sample]:
-    """The samples of one split ("train", "val" or "test") of an EmoSet in either layout."""
-    root = Path(root)
-    if not root.is_dir():
-        raise EmoEditorError(f"{root}: EmoSet root folder not found; pass --data_root")
-    layout = detect_layout(root) if layout == "auto" else layout
-    if layout == "release":
-        return read_release_split(root, split) if (root / f"{split}.json").exists() else []
-    if any((root / s).is_dir() for s in EMOSET_SPLITS):
-        return _class_folder_samples(root / split)
-    # Flat class folders: a seeded split, the same for every call with the same seed.
-    samples = _class_folder_samples(root)
-    order = np.random.default_rng(seed).permutation(len(samples))
-    n_val, n_test = int(round(val_fraction * len(samples))), int(round(test_fraction * len(samples)))
-    idx = {"val": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}[split]
-    return [samples[i] for i in sorted(idx)]
 
 
 class EmotionImageDataset(Dataset):
@@ -269,7 +200,7 @@ def recalibrate_batchnorm(predictor: EmotionPredictor, loader: DataLoader, devic
 
 def save_confusion_png(confusion, path: str | Path, title: str = "") -> Path:
     """Row-normalised confusion matrix with counts in the cells."""
-    from .reporting import pyplot, save_figure
+    from emoeditor.evaluation.reporting import pyplot, save_figure
 
     plt = pyplot()
     cm = np.asarray(confusion, dtype=np.float64)
@@ -288,52 +219,6 @@ def save_confusion_png(confusion, path: str | Path, title: str = "") -> Path:
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     return save_figure(fig, path)
-
-
-# ----------------------------------------------------------------------------------- training
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Fine-tune the ResNet18 emotion predictor on EmoSet.",
-                                formatter_class=_HelpFormatter)
-    p.add_argument("--data_root", required=False, default=None, help="EmoSet root (release layout or class folders)")
-    p.add_argument("--layout", choices=LAYOUTS, default="auto", help="data layout; auto detects train.json")
-    p.add_argument("--val_fraction", type=float, default=0.1, help="flat class folders only: share held out for val")
-    p.add_argument("--test_fraction", type=float, default=0.1, help="flat class folders only: share held out for test")
-    p.add_argument("--output_dir", default="runs/predictor", help="where weights, metrics and logs go")
-    p.add_argument("--image_size", type=int, default=IMAGE_SIZE, help="input side (official: 224)")
-    p.add_argument("--normalize", choices=PREDICTOR_NORMALIZATIONS, default="none",
-                   help="input normalisation recorded in config.json (official: none, plain [0, 1])")
-    p.add_argument("--init", choices=("imagenet", "random"), default="imagenet",
-                   help="trunk initialisation; imagenet falls back to random with a warning if no file")
-    p.add_argument("--imagenet_weights", default=None,
-                   help=f"torchvision {RESNET18_IMAGENET_FILE} state dict (default: the torch hub cache)")
-    p.add_argument("--augment", choices=AUGMENTATIONS, default="crop_flip", help="training augmentation")
-    p.add_argument("--min_crop_scale", type=float, default=0.35, help="smallest random-resized-crop area")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--max_steps", type=int, default=0, help="stop after this many optimizer steps (0: no limit)")
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
-    p.add_argument("--learning_rate", type=float, default=3e-4)
-    p.add_argument("--weight_decay", type=float, default=0.05)
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD only")
-    p.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="LR after warmup")
-    p.add_argument("--warmup_steps", type=int, default=500)
-    p.add_argument("--label_smoothing", type=float, default=0.0)
-    p.add_argument("--precise_bn_batches", type=int, default=0,
-                   help="before each evaluation, re-estimate BatchNorm statistics on this many train batches")
-    p.add_argument("--mixed_precision", choices=PRECISIONS, default="bf16", help="autocast dtype on CUDA (CPU: fp32)")
-    p.add_argument("--num_workers", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval_at_start", action="store_true", help="evaluate the initial model on val first")
-    p.add_argument("--resume", action="store_true", help=f"continue from {STATE_FILE} in --output_dir")
-    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
-                   help="log to <output_dir>/tensorboard")
-    p.add_argument("--cpu", action="store_true", help="train on CPU even if CUDA is available")
-    return p
 
 
 def make_optimizer(params, args: argparse.Namespace) -> torch.optim.Optimizer:
@@ -475,7 +360,7 @@ def train_predictor(args: argparse.Namespace) -> dict:
         writer.close()
 
     # Final report with the kept (best) weights, as a user would load them.
-    from .predictor import load_predictor
+    from emoeditor.models.predictor import load_predictor
     best = load_predictor(out, device=device)
     results = {}
     for split, loader in eval_loaders.items():

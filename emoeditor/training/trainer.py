@@ -30,18 +30,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoint as ckpt
-from .constants import (ADAM_EPS, BATCH_SIZE, CHECKPOINT_EVERY, DDP_TIMEOUT_S, EMOTION_ENCODER_HIDDEN, EMOTION_INPUTS,
-                        IMAGE_EVERY, IMAGE_SIZE, IP2P_HUB_ID, KEEP_LAST, LAMBDA_EMB, LATENT_SCALE, LEARNING_RATE,
-                        LOG_EVERY, MAX_EPOCH, MAX_NONFINITE, NUM_INFERENCE_STEPS, OFFICIAL_ADAM_EPS, TEXT_SEQ_LEN,
-                        VAE_INPUT_RANGES)
-from .data import add_emopair_args
-from .emotions import emotion_input
-from .errors import EmoEditorError
-from .latent_cache import target_posterior
-from .models.latents import sample_latents
+from emoeditor.training import checkpoint as ckpt
+from emoeditor.constants import (EMOTION_INPUTS,
+                        LAMBDA_EMB, LATENT_SCALE, TEXT_SEQ_LEN)
+from emoeditor.emotions import emotion_input
+from emoeditor.errors import TrainingError
+from emoeditor.data.latent_cache import target_posterior
+from emoeditor.models.latents import sample_latents
 
 logger = logging.getLogger(__name__)
+
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 # diffusers' schedules that need nothing beyond warmup and total steps (piecewise_constant needs step rules).
@@ -49,96 +47,6 @@ LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine
 NULL_EMBEDDINGS = ("learned", "zero")
 # Args that change the model itself: a resumed run must use the checkpoint's values.
 MODEL_ARGS = ("emotion_input", "encoder_hidden", "null_embedding", "cond_dropout", "vae_input_range", "image_size")
-
-
-class TrainingError(EmoEditorError):
-    """A run that cannot go on (non-finite losses, inconsistent batch settings, changed data on resume)."""
-
-
-# --------------------------------------------------------------------------------------- arguments
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train EmoEditor (UNet + emotion encoder) on EmoPair.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_emopair_args(p)  # --json_path --data_root --subset --skip_bad --check_images, as every EmoPair reader
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset_name", default="EmoPair", choices=["EmoPair"], help="official flag")
-    g.add_argument("--image_size", type=int, default=IMAGE_SIZE)
-    g.add_argument("--num_workers", type=int, default=4, help="DataLoader workers per process")
-    g.add_argument("--latent_cache", default=None,
-                   help="folder of cached VAE latents + CLIP embeddings; built first if missing or incomplete")
-    g.add_argument("--cache_dtype", default="float32", choices=["float32", "float16", "bfloat16"],
-                   help="float32 trains exactly as uncached; float16 halves the cache (~140 KB per 224px pair)")
-    g.add_argument("--cache_batch_size", type=int, default=16)
-    g.add_argument("--cache_shard_size", type=int, default=1024)
-    g = p.add_argument_group("model")
-    g.add_argument("--base_model", default=IP2P_HUB_ID, help="local diffusers InstructPix2Pix folder or hub id")
-    g.add_argument("--init_model", default=None,
-                   help="start the UNet + emotion encoder from an exported EmoEditor folder or the official "
-                        "release (model_ip2p.pt + model_emoenc.pt) instead of Ip2p + a fresh encoder")
-    g.add_argument("--emotion_input", default="direction", choices=EMOTION_INPUTS,
-                   help="encoder input: target - P(source) (official) or the one-hot target (paper wording)")
-    g.add_argument("--encoder_hidden", type=int, nargs="+", default=list(EMOTION_ENCODER_HIDDEN))
-    g.add_argument("--vae_input_range", default="minus_one_one", choices=VAE_INPUT_RANGES,
-                   help="zero_one reproduces the official training script (which mismatches its inference)")
-    g.add_argument("--cond_dropout", type=float, default=0.0,
-                   help="probability of replacing the emotion embedding by the null one (enables CFG)")
-    g.add_argument("--null_embedding", default="learned", choices=NULL_EMBEDDINGS)
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--lambda_emb", type=float, default=LAMBDA_EMB, help="0 = the paper's 'w/o L_emb' ablation")
-    g.add_argument("--learning_rate", type=float, default=LEARNING_RATE)
-    g.add_argument("--adam_beta1", type=float, default=0.9)
-    g.add_argument("--adam_beta2", type=float, default=0.999)
-    g.add_argument("--adam_eps", type=float, default=ADAM_EPS, help=f"official: {OFFICIAL_ADAM_EPS}")
-    g.add_argument("--weight_decay", type=float, default=0.0)
-    g.add_argument("--lr_scheduler", default="constant", choices=LR_SCHEDULERS,
-                   help="diffusers.optimization.get_scheduler name")
-    g.add_argument("--lr_warmup_steps", type=int, default=0)
-    g.add_argument("--batch_size", type=int, default=BATCH_SIZE,
-                   help="effective batch per optimizer step over all processes and accumulation steps")
-    g.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    g.add_argument("--max_epoch", type=int, default=MAX_EPOCH)
-    g.add_argument("--max_steps", type=int, default=None, help="overrides --max_epoch")
-    g.add_argument("--max_grad_norm", type=float, default=None, help="clip the gradient norm (off by default)")
-    g.add_argument("--random_seed", type=int, default=0,
-                   help="data order, initial encoder weights and every step's noise (official default: unseeded)")
-    g.add_argument("--mixed_precision", default="auto", choices=MIXED_PRECISION,
-                   help="auto = bf16 autocast on a GPU that has it, else fp32; master weights stay fp32")
-    g.add_argument("--gradient_checkpointing", action="store_true")
-    g.add_argument("--use_8bit_adam", action="store_true", help="bitsandbytes Adam8bit (pip install emoeditor[bnb])")
-    g.add_argument("--adam_fused", action="store_true", help="fused CUDA Adam")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model (inductor)")
-    g.add_argument("--allow_tf32", action="store_true")
-    g.add_argument("--ema_decay", type=float, default=0.0, help="EMA of the trained weights (0 = off), exported if on")
-    g.add_argument("--max_nonfinite", type=int, default=MAX_NONFINITE,
-                   help="stop after this many non-finite losses in a row (each one skips its step)")
-    g.add_argument("--cpu", action="store_true", help="train on CPU even if a GPU is present")
-    g.add_argument("--ddp_timeout", type=int, default=DDP_TIMEOUT_S,
-                   help="seconds a process waits for the others (e.g. while rank 0 writes a checkpoint)")
-    g = p.add_argument_group("checkpoints and logs")
-    g.add_argument("--save_model_dir", default="./save_models", help="checkpoints/ and the exported model/")
-    g.add_argument("--train_save_dir", default="./save_train_res", help="image strips and TensorBoard logs")
-    g.add_argument("--export_dir", default=None, help="exported pipeline folder (default: SAVE_MODEL_DIR/model)")
-    g.add_argument("--checkpoint_every", type=int, default=CHECKPOINT_EVERY)
-    g.add_argument("--keep_last", type=int, default=KEEP_LAST, help="checkpoints kept (0 = all)")
-    g.add_argument("--resume", default=None,
-                   help="'latest', a checkpoint folder, or 'auto' (latest if any, else start fresh)")
-    g.add_argument("--stop_at_step", type=int, default=None,
-                   help="checkpoint and exit at this step without exporting (a job with a time limit)")
-    g.add_argument("--log_every", type=int, default=LOG_EVERY)
-    g.add_argument("--image_every", type=int, default=IMAGE_EVERY, help="image strip every N steps (0 = never)")
-    g.add_argument("--preview_steps", type=int, default=NUM_INFERENCE_STEPS, help="DDIM steps of the image strip's edit")
-    g.add_argument("--no_progress", action="store_true")
-    return p
-
-
-def default_args(**overrides) -> argparse.Namespace:
-    """The CLI defaults with `overrides` applied: for calling `train` from Python (demo, tests)."""
-    args = build_parser().parse_args([])
-    unknown = set(overrides) - set(vars(args))
-    if unknown:
-        raise TypeError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-    vars(args).update(overrides)
-    return args
 
 
 # -------------------------------------------------------------------------------------- the model
@@ -227,8 +135,8 @@ def set_rng_state(state: dict) -> None:
 
 # ------------------------------------------------------------------------------------------- data
 def _cache_fingerprint(args) -> tuple[dict, Optional[str]]:
-    from . import latent_cache as lc
-    from .fileio import sha256sum
+    from emoeditor.data import latent_cache as lc
+    from emoeditor.fileio import sha256sum
 
     settings = lc.cache_settings(args.image_size, args.vae_input_range, args.base_model, args.cache_dtype)
     json_path = Path(args.json_path)
@@ -241,8 +149,8 @@ def _cache_fingerprint(args) -> tuple[dict, Optional[str]]:
 
 def ensure_latent_cache(args, frozen: dict, accelerator=None) -> Path:
     """Build (or finish) the --latent_cache unless complete for these settings; processes split the shards."""
-    from . import latent_cache as lc
-    from .data import EmoPairDataset, load_emopair
+    from emoeditor.data import latent_cache as lc
+    from emoeditor.data.emopair import EmoPairDataset, load_emopair
 
     settings, fp = _cache_fingerprint(args)
     if lc.is_complete(args.latent_cache, settings, fp):
@@ -286,7 +194,7 @@ class SkipBadItems(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> dict:
-        from .errors import ImageLoadError
+        from emoeditor.errors import ImageLoadError
 
         for k in range(self.MAX_TRIES):
             try:
@@ -299,8 +207,8 @@ class SkipBadItems(torch.utils.data.Dataset):
 
 def build_dataset(args, accelerator, frozen: dict):
     """EmoPairDataset, or the latent cache of it (built first, shards split over the processes)."""
-    from .data import EmoPairDataset, load_emopair
-    from .latent_cache import LatentCacheDataset
+    from emoeditor.data.emopair import EmoPairDataset, load_emopair
+    from emoeditor.data.latent_cache import LatentCacheDataset
 
     if args.latent_cache:
         ensure_latent_cache(args, frozen, accelerator)
@@ -322,7 +230,7 @@ def frozen_components(base: dict, device, weight_dtype: torch.dtype) -> dict:
 
 def cache_latents(args) -> Path:
     """scripts/cache_latents.py: the cache `train.py --latent_cache` would build, built up front."""
-    from .models.components import load_base_components
+    from emoeditor.models.components import load_base_components
 
     if not args.latent_cache:
         raise TrainingError("--latent_cache DIR is required: the folder to write the cache to")
@@ -334,7 +242,7 @@ def cache_latents(args) -> Path:
 
 def to_model_inputs(batch: dict, frozen: dict, args, device) -> dict:
     """A DataLoader batch (images or cached tensors) -> the float32 tensors compute_loss needs."""
-    from .latent_cache import encode_batch
+    from emoeditor.data.latent_cache import encode_batch
 
     if "target_moments" not in batch:
         batch = {**batch, **encode_batch({"source": batch["source"].to(device), "target": batch["target"].to(device),
@@ -359,9 +267,9 @@ def preview_strip(model, vae, batch: dict, inputs: dict, args, seed: int) -> tor
     The edit is one EmoEditorPipeline call (the inference edit, no iterative critic) with the
     weights being trained; from cached latents the source and target shown are VAE reconstructions.
     """
-    from .models.latents import decode_latents
-    from .models.components import sd_v1_ddim_scheduler
-    from .pipeline import EmoEditorPipeline
+    from emoeditor.models.latents import decode_latents
+    from emoeditor.models.components import sd_v1_ddim_scheduler
+    from emoeditor.editing.pipeline import EmoEditorPipeline
 
     device = inputs["source_latent"].device
     if "source" in batch:
@@ -418,8 +326,8 @@ def export_pipeline(model: EmoEditorDenoiser, args, export_dir: Path, summary: O
 
     Written to a temporary sibling and renamed into place, so test.py never loads a half-written
     export; training_summary.json (`summary`) goes in with it."""
-    from .models.components import load_base_components
-    from .pipeline import EmoEditorPipeline
+    from emoeditor.models.components import load_base_components
+    from emoeditor.editing.pipeline import EmoEditorPipeline
 
     base = load_base_components(args.base_model)  # frozen parts reloaded so they are saved in full precision
     pipe = EmoEditorPipeline(
@@ -440,14 +348,14 @@ def export_pipeline(model: EmoEditorDenoiser, args, export_dir: Path, summary: O
 # -------------------------------------------------------------------------------------------- train
 def initial_weights(args, base: dict, embed_dim: int):
     """(UNet, emotion encoder) to train: Ip2p's UNet + a fresh encoder, or those of --init_model."""
-    from .models.emotion_encoder import EmotionEncoder
+    from emoeditor.models.emotion_encoder import EmotionEncoder
 
     learned_null = args.cond_dropout > 0 and args.null_embedding == "learned"
     if not args.init_model:
         encoder = EmotionEncoder(hidden_dims=tuple(args.encoder_hidden), seq_len=TEXT_SEQ_LEN,
                                  embed_dim=embed_dim, learned_null=learned_null)
         return base["unet"], encoder
-    from .inference import load_model
+    from emoeditor.editing.loading import load_model
 
     init = load_model(args.init_model, args.base_model)
     loaded = init.emotion_encoder
@@ -515,8 +423,8 @@ def train(args: argparse.Namespace) -> Optional[Path]:
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from .imageio import save_image
-    from .models.components import load_base_components
+    from emoeditor.imageio import save_image
+    from emoeditor.models.components import load_base_components
 
     # 1. Accelerator, resume state, argument checks.
     resume_weights = resume_state = None

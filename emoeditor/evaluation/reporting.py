@@ -15,7 +15,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .constants import BOOTSTRAP_RESAMPLES, CI_LEVEL, EMOTIONS, PAPER_METRICS, PAPER_TABLE1
+from emoeditor.constants import BOOTSTRAP_RESAMPLES, CI_LEVEL, EMOTIONS, PAPER_METRICS, PAPER_TABLE1
 
 # (column, per-job key, scale): EMR/ESR in %, ENRD/ESS mean L1 on 0..255, ESMI x 100 (official print).
 METRICS = (("EMR", "emr", 100.0), ("ESR", "esr", 100.0), ("ENRD", "enrd", 1.0), ("ESS", "ess", 1.0),

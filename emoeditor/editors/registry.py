@@ -1,4 +1,4 @@
-"""The methods an evaluation can run: a registry of Editor factories and the method-spec syntax.
+"""The registry of editing methods and the method-spec syntax of `scripts/evaluate.py --methods`.
 
 A method on the command line is ``[label=]name[:key=value,...]``:
 
@@ -8,7 +8,8 @@ A method on the command line is ``[label=]name[:key=value,...]``:
 - ``official=emoeditor:critic=official``  any label, any kind, any options
 - ``identity``                       returns the source unchanged (a floor for EMR/ESR, 0 for ENRD/ESS)
 
-Adding a method (e.g. a baseline) is one `register_editor` entry: a factory
+Adding a method (e.g. a baseline) is one new file in this folder (`emoeditor/editors/`) that
+decorates a factory with `register_editor`; importing `emoeditor.editors` imports every file here. A factory is
 ``(options: dict, context: MethodContext) -> Editor``. Options are strings from the spec; the
 factory converts what it needs. ``paper_row=...`` names the paper's Table 1 row to print beside it.
 """
@@ -21,12 +22,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from ..editors import EditResult, Editor
-from ..errors import EmoEditorError
-
-
-class MethodError(EmoEditorError, ValueError):
-    """A method spec that names no registered method or has malformed options."""
+from emoeditor.editors.base import Editor
+from emoeditor.errors import MethodError
 
 
 @dataclass
@@ -126,22 +123,6 @@ def parse_methods(specs: Sequence[str]) -> list[MethodSpec]:
     return methods
 
 
-# ------------------------------------------------------------------------------ built-in methods
-
-class IdentityEditor(Editor):
-    """Returns the source: the 'no edit' reference row (EMR/ESR floor, ENRD = ESS = 0)."""
-
-    name = "identity"
-
-    def edit(self, images, targets, generators) -> EditResult:
-        return EditResult(images=images.clone())
-
-
-@register_editor("identity")
-def _identity(options: dict, context: MethodContext) -> Editor:
-    return IdentityEditor()
-
-
 def _bool(value: str) -> bool:
     v = str(value).strip().lower()
     if v in ("1", "true", "yes", "on"):
@@ -149,49 +130,6 @@ def _bool(value: str) -> bool:
     if v in ("0", "false", "no", "off"):
         return False
     raise MethodError(f"expected a boolean (true/false), got {value!r}")
-
-
-CRITIC_OPTIONS = ("critic", "num_loop", "ssim_low", "ssim_high", "confidence", "confidence_mode", "direction_probs")
-
-
-@register_editor("emoeditor")
-def _emoeditor(options: dict, context: MethodContext) -> Editor:
-    """EmoEditor with the batched critic loop. Options: model, predictor, the critic's (critic,
-    num_loop, ssim_low, ssim_high, confidence, confidence_mode, direction_probs), dtype, and any
-    keyword of EmoEditorEditor (num_inference_steps, emotion_input, guidance_scale, batch_size, ...)."""
-    from ..constants import NUM_LOOP
-    from ..critic import CriticConfig
-    from ..emoeditor_editor import EmoEditorEditor
-
-    opts = dict(options)
-    model = opts.pop("model", None) or context.model
-    predictor = opts.pop("predictor", None) or context.predictor
-    if model is None:
-        raise MethodError("EmoEditor needs a model folder: pass --model or :model=<folder>")
-    if predictor is None:
-        raise MethodError("EmoEditor needs the emotion predictor for its critic: pass --predictor")
-    critic = {k: _typed(opts.pop(k)) for k in CRITIC_OPTIONS if k in opts}
-    critic.setdefault("critic", context.critic)
-    critic.setdefault("num_loop", context.num_loop or NUM_LOOP)
-    kwargs = dict(batch_size=int(opts.pop("batch_size", context.batch_size)),
-                  keep_candidates=_bool(opts.pop("keep_candidates", context.keep_candidates)))
-    steps = opts.pop("num_inference_steps", context.num_inference_steps)
-    if steps is not None:
-        kwargs["num_inference_steps"] = int(steps)
-    dtype = opts.pop("dtype", context.extra.get("dtype"))
-    if dtype:
-        if dtype not in DTYPES:
-            raise MethodError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-        kwargs["torch_dtype"] = DTYPES[dtype]
-    for key, value in opts.items():  # anything else goes through as a typed keyword
-        kwargs[key] = _typed(value)
-    if critic["critic"] == "none":
-        kwargs["keep_candidates"] = False  # one pass: the output is the only candidate
-    try:
-        config = CriticConfig(**critic)
-    except (TypeError, ValueError) as exc:
-        raise MethodError(f"EmoEditor critic options {critic}: {exc}") from None
-    return EmoEditorEditor.from_pretrained(model, predictor, device=context.device, critic=config, **kwargs)
 
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

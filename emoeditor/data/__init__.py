@@ -1,0 +1,1 @@
+"""EmoPair and EmoSet readers, the latent cache, toy data sets."""

@@ -1,0 +1,1 @@
+"""Metrics, Grad-CAM and SSIM: used by the critic, the evaluation and curation alike."""

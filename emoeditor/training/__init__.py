@@ -1,0 +1,1 @@
+"""EmoEditor training (setup / train_step / export), checkpoints, the predictor's training."""

@@ -6,8 +6,8 @@
     python test.py --config configs/infer_tiny.yaml                     # CPU smoke run, random weights
 """
 
-from emoeditor.config import run_cli
 from emoeditor.cli.edit import main
+from emoeditor.config import run_cli
 
 if __name__ == "__main__":
     run_cli(main)

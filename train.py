@@ -1,4 +1,4 @@
-"""Train EmoEditor on EmoPair (paper Sec. 3.2); the loop is emoeditor.training.train.
+"""Train EmoEditor on EmoPair (paper Sec. 3.2); the loop is emoeditor.training.trainer.train.
 
     python train.py --config configs/paper.yaml                      # one GPU
     accelerate launch --num_processes 2 train.py --config configs/paper.yaml
@@ -7,17 +7,8 @@
     python train.py --config configs/tiny.yaml                       # minutes on CPU (see the preset)
 """
 
-from emoeditor.config import parse_args, run_cli
-from emoeditor.cli.train import build_parser
-from emoeditor.training.trainer import train
-
-
-def main(argv=None):
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return train(parse_args(build_parser(), argv))
-
+from emoeditor.cli.train import main
+from emoeditor.config import run_cli
 
 if __name__ == "__main__":
     run_cli(main)

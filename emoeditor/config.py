@@ -57,7 +57,8 @@ def _check_preset_choices(parser: argparse.ArgumentParser, args: argparse.Namesp
             continue
         value = getattr(args, action.dest)
         if any(v not in action.choices for v in (value if isinstance(value, list) else [value])):
-            hint = " (YAML reads unquoted no/yes/on/off as booleans: quote the value)" if isinstance(value, bool) else ""
+            hint = (" (YAML reads unquoted no/yes/on/off as booleans: quote the value)"
+                    if isinstance(value, bool) else "")
             raise EmoEditorError(f"config {path}: {action.dest}: {value!r} is not one of "
                                  f"{', '.join(map(str, action.choices))}{hint}")
 

@@ -24,7 +24,7 @@ IMAGE_SIZE = 224
 NUM_TRAIN_TIMESTEPS = 1000
 # The official script feeds [0, 1] images to the VAE during training but [-1, 1] at inference.
 VAE_INPUT_RANGES = ("minus_one_one", "zero_one")
-# Training-loop defaults that are ours or the official script's (emoeditor/training.py).
+# Training-loop defaults that are ours or the official script's (emoeditor/training/trainer.py).
 MAX_EPOCH = 1000  # official train.py
 IMAGE_EVERY = 10000  # official: an image strip and a checkpoint every 10000 iterations
 ADAM_EPS = 1e-8  # torch's default; fp32 master weights need no larger eps
@@ -80,9 +80,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RESNET18_IMAGENET_FILE = "resnet18-f37072fd.pth"
 EMOSET_SPLITS = ("train", "val", "test")
 
-# Hub ids for users with network; never reached by tests.
+# Hub id for users with network; never reached by tests.
 IP2P_HUB_ID = "timbrooks/instruct-pix2pix"
-SD_SCHEDULER_HUB_ID = "CompVis/stable-diffusion-v1-4"
 
 # Official release file names (official README / test.py).
 OFFICIAL_UNET_FILE = "model/model_ip2p.pt"
@@ -111,7 +110,6 @@ EMOPAIR_REPORT_LINES = 50  # bad entries listed in full before "... and N more"
 TEST_SPLIT_JSON = "json/test_split.json"
 TEST_PER_CLASS = 63
 TEST_SPLIT_SEED = 0
-EMOSET_SPLIT_FILES = ("train.json", "val.json", "test.json")  # EmoSet-118K release: [emotion, image, annotation]
 RELATIONS = ("cross", "within")  # cross-valence (Table 1) and within-valence transfer
 
 # Table 1 of the paper (cross-valence): EMR %, ESR %, ENRD, ESS per method.
@@ -163,3 +161,15 @@ CLIP_VIT_L14_TEXT_CONFIG = dict(
     vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
     max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
 )
+
+# Test-split source pool: the EmoSet split lists sources may come from. The paper says only "504 EmoSet
+# images not in EmoPair"; P is trained on EmoSet's train list, so a train image as a source makes P
+# over-confident on it (ESR and the direction input shift). Default: the test list, never seen by P;
+# ("train", "val", "test") is the literal reading (docs/reproducing_table1.md, "Source pool").
+TEST_SOURCE_SPLITS = ("test",)
+P_TRAIN_SPLIT = "train"  # the EmoSet list the emotion predictor P is trained on
+
+# Official train.py: the preview edit (which draws T ~ U{700..980} and leaves it in the shared
+# scheduler's config.num_train_timesteps, see training's --train_timesteps official) runs at
+# iteration 0 and every 10,000 iterations.
+OFFICIAL_PREVIEW_EVERY = 10_000

@@ -14,11 +14,16 @@ from typing import Any, Callable
 
 def atomic_write(path: str | Path, write: Callable[[Path], object], tag: str = "") -> Path:
     """Call ``write(tmp)`` and rename `tmp` to `path`; the temporary keeps the suffix (writers may
-    infer the format from it), and `tag` keeps concurrent writers (e.g. ranks) apart."""
+    infer the format from it), and `tag` keeps concurrent writers (e.g. ranks) apart. If `write`
+    raises, `path` keeps its previous content and the partial temporary is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{tag}{path.suffix}")
-    write(tmp)
+    try:
+        write(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return path
 

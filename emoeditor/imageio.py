@@ -5,6 +5,7 @@ Everything inside the package works on float tensors (3, H, W) or (B, 3, H, W) i
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 from typing import Optional
 
@@ -56,7 +57,8 @@ def open_image(path: str | Path) -> Image.Image:
     except ImageLoadError:
         raise
     except UnidentifiedImageError:
-        raise ImageLoadError(f"{path}: not an image file PIL can read (supported: {', '.join(IMAGE_EXTENSIONS)})") from None
+        raise ImageLoadError(f"{path}: not an image file PIL can read "
+                             f"(supported: {', '.join(IMAGE_EXTENSIONS)})") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageLoadError(f"{path}: unreadable or truncated image ({exc}); re-export or remove it") from None
     if min(rgb.size) < MIN_SIDE:
@@ -92,8 +94,6 @@ def save_image(image: torch.Tensor, path: str | Path) -> Path:
 
 def list_images(spec: str | Path) -> list[Path]:
     """A file, a folder (non-recursive, sorted) or a glob pattern to a sorted list of paths."""
-    import glob
-
     p = Path(spec)
     if p.is_dir():
         return sorted(q for q in p.iterdir() if q.is_file() and not q.name.startswith("."))

@@ -31,11 +31,12 @@ import torch
 from emoeditor.config import parse_args, run_cli
 from emoeditor.constants import IMAGE_SIZE, NUM_INFERENCE_STEPS, SD15_IP2P_UNET_CONFIG, SD15_VAE_CONFIG
 from emoeditor.editing.critic import CriticConfig
+from emoeditor.editing.loop import IterativeInference, Job
+from emoeditor.editing.pipeline import EmoEditorPipeline
+from emoeditor.editors.emoeditor import EmoEditorEditor
 from emoeditor.emotions import onehot
-from emoeditor.editing.loop import IterativeInference, Job, PipelineBackend
 from emoeditor.models.components import sd_v1_ddim_scheduler
 from emoeditor.models.emotion_encoder import EmotionEncoder
-from emoeditor.editing.pipeline import EmoEditorPipeline
 from emoeditor.models.predictor import EmotionPredictor, build_resnet18
 
 # fast_cuda: channels_last UNet and TF32 matmuls; the official mode keeps PyTorch's defaults as its script does
@@ -82,8 +83,8 @@ def sync(device: torch.device) -> None:
 def timed_run(pipe, predictor, settings: dict, batch_size: int, n_jobs: int, iterations: int, args, device) -> float:
     """Seconds for `n_jobs` jobs of exactly `iterations` critic iterations each."""
     critic = CriticConfig("paper", num_loop=iterations, confidence=2.0)  # never accepts
-    backend = PipelineBackend(pipe, args.num_inference_steps)
-    engine = IterativeInference(backend, predictor.probs, critic, batch_size=batch_size,
+    editor = EmoEditorEditor(pipe, predictor, num_inference_steps=args.num_inference_steps)
+    engine = IterativeInference(editor, predictor.probs, critic, batch_size=batch_size,
                                 ssim_backend=settings["ssim_backend"], device=device, pad_batches=settings["batched"])
     g = torch.Generator().manual_seed(args.seed)
     image = torch.rand(3, args.image_size, args.image_size, generator=g)

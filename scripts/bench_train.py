@@ -2,8 +2,9 @@
 """Training throughput and peak memory of the full-size SD1.5-InstructPix2Pix EmoEditor, no download.
 
 Builds the UNet (8 input channels), VAE and CLIP ViT-L/14 text encoder from their public configs
-with random weights and times optimizer steps of `emoeditor.training.compute_loss` at batch 32,
-224x224 (the paper's setting) in several modes:
+with random weights and times `emoeditor.training.trainer.train_step` (the optimizer step train.py
+runs: accumulated micro-batches, backward, gradient-norm check, update; a non-finite step is skipped
+as in training) at batch 32, 224x224 (the paper's setting) in several modes:
 
   official_fp16   the official script: every weight in fp16, Adam(eps=1e-3) on fp16 weights,
                   VAE + CLIP run every step, attention slicing on (its ip2p.py calls
@@ -29,16 +30,27 @@ import json
 import math
 import platform
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 from emoeditor.config import parse_args, run_cli
-from emoeditor.constants import (ADAM_EPS, BATCH_SIZE, CLIP_VIT_L14_TEXT_CONFIG, IMAGE_SIZE, LAMBDA_EMB, LEARNING_RATE,
-                                 OFFICIAL_ADAM_EPS, SD15_IP2P_UNET_CONFIG, SD15_VAE_CONFIG, TEXT_SEQ_LEN)
+from emoeditor.constants import (
+    ADAM_EPS,
+    BATCH_SIZE,
+    CLIP_VIT_L14_TEXT_CONFIG,
+    IMAGE_SIZE,
+    LAMBDA_EMB,
+    LEARNING_RATE,
+    OFFICIAL_ADAM_EPS,
+    SD15_IP2P_UNET_CONFIG,
+    SD15_VAE_CONFIG,
+    TEXT_SEQ_LEN,
+)
 from emoeditor.models.components import sd_v1_ddim_scheduler
 from emoeditor.models.emotion_encoder import EmotionEncoder
-from emoeditor.training.trainer import EmoEditorDenoiser, compute_loss
+from emoeditor.training.trainer import EmoEditorDenoiser, StepParts, train_step
 
 MODES = {
     "official_fp16": dict(precision="fp16_weights", cached=False, compile=False, fused=False, eps=OFFICIAL_ADAM_EPS,
@@ -50,6 +62,41 @@ MODES = {
                          gradient_checkpointing=True, adam_8bit=True),
     "fastest": dict(precision="bf16_autocast", cached=True, compile=True, fused=True, eps=ADAM_EPS, tf32=True),
 }
+
+
+class SingleProcess:
+    """The part of accelerate.Accelerator that train_step uses, for one process. accelerate's state is
+    global and its mixed precision fixed per process, so the modes here (each with its own) go without it."""
+
+    process_index = 0
+    mixed_precision = "no"  # a mode's autocast wraps the model instead (BF16Autocast), as accelerate's prepare does
+
+    def __init__(self, device):
+        self.device = device
+
+    def no_sync(self, model):
+        return nullcontext()
+
+    def backward(self, loss):
+        loss.backward()
+
+    def clip_grad_norm_(self, params, max_norm):
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+    def gather(self, tensor):
+        return tensor
+
+
+class BF16Autocast(torch.nn.Module):
+    """The model's forward under bf16 autocast (what accelerate's prepare does for train.py's bf16)."""
+
+    def __init__(self, model, device_type: str):
+        super().__init__()
+        self.model, self.device_type = model, device_type
+
+    def forward(self, *args, **kwargs):
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.model(*args, **kwargs)
 
 
 def build_components(tiny: bool, device, seed: int = 0) -> dict:
@@ -82,7 +129,7 @@ def bench_mode(name: str, args, device) -> dict:
     result["settings"].update(compile=use_compile, fused=cfg["fused"] and cuda, tf32=bool(cfg.get("tf32")) and cuda)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(cfg.get("tf32")) and cuda
 
-    parts = model = step_model = optimizer = vae = text_encoder = None
+    parts = model = step_model = step_parts = optimizer = vae = text_encoder = None
     try:
         parts = build_components(args.tiny, device, args.seed)
         frozen_dtype = torch.float16 if cfg["precision"] == "fp16_weights" else torch.bfloat16
@@ -113,8 +160,11 @@ def bench_mode(name: str, args, device) -> dict:
         vocab = text_encoder.config.vocab_size
         tokens = torch.randint(0, vocab, (batch, TEXT_SEQ_LEN), generator=g).to(device)
         emotion = (torch.rand(batch, 8, generator=g) - 0.5).to(device)
-        autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg["precision"] == "bf16_autocast"
-                    else torch.autocast(device.type, enabled=False))
+        if cfg["precision"] == "bf16_autocast":
+            step_model = BF16Autocast(step_model, device.type)
+        step_parts = StepParts(model=step_model, optimizer=optimizer, noise_scheduler=scheduler,
+                               accelerator=SingleProcess(device), seed=args.seed, accum=args.accum,
+                               lambda_emb=LAMBDA_EMB)
 
         @torch.no_grad()
         def encode(i0, i1):
@@ -126,20 +176,20 @@ def bench_mode(name: str, args, device) -> dict:
 
         cached = encode(0, batch) if cfg["cached"] else None  # "fastest": the latent cache's tensors
 
-        def step(k: int) -> float:
-            total = 0.0
+        def micro_batches():  # encoded inside the step unless cached, as train.py does
             for a in range(args.accum):
                 i0, i1 = a * micro, (a + 1) * micro
                 moments, cond, text = ((cached[0][i0:i1], cached[1][i0:i1], cached[2][i0:i1]) if cached is not None
                                        else encode(i0, i1))
-                gen = torch.Generator(device=device).manual_seed(k * 1000 + a)
-                with autocast:
-                    terms = compute_loss(step_model, scheduler, moments, cond, emotion[i0:i1], text, gen, LAMBDA_EMB)
-                (terms.loss / args.accum).backward()
-                total += float(terms.loss.detach()) / args.accum
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            return total
+                yield dict(target_moments=moments, source_latent=cond, emotion=emotion[i0:i1], text_embedding=text)
+
+        skipped = []
+
+        def step(k: int) -> float:
+            out = train_step(step_parts, micro_batches(), k)
+            if not out.updated:  # a non-finite loss or gradient: train_step skips the update, as train.py
+                skipped.append(k)
+            return float(out.losses[0])
 
         def sync():
             if cuda:
@@ -155,6 +205,7 @@ def bench_mode(name: str, args, device) -> dict:
         elapsed = time.perf_counter() - t0
         result.update(samples_per_s=args.steps * batch / elapsed, step_time_s=elapsed / args.steps,
                       loss_first=losses[0], loss_last=losses[-1], losses_finite=all(math.isfinite(x) for x in losses),
+                      skipped_steps=len(skipped),
                       trainable_params=sum(p.numel() for p in model.parameters()))
         if cuda:  # reserved = allocated + the caching allocator's slack: what the card must hold
             result["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
@@ -170,7 +221,7 @@ def bench_mode(name: str, args, device) -> dict:
     except Exception as exc:  # a kernel missing for this dtype, a compile failure: recorded, the next mode runs
         result["error"] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
     finally:
-        del parts, model, step_model, optimizer, vae, text_encoder
+        parts = model = step_model = step_parts = optimizer = vae = text_encoder = None  # free this mode's weights
         if use_compile:
             torch._dynamo.reset()  # compiled graphs would keep this mode's weights alive
         gc.collect()

@@ -29,7 +29,8 @@ def main(argv=None):
                         help="also copy the base CLIP text encoder/tokenizer (needed only to fine-tune with L_emb)")
     parser.add_argument("--predictor", default=None,
                         help="official emo_predictor.pt to convert too (written as model.safetensors + config.json)")
-    parser.add_argument("--predictor_out", default=None, help="predictor folder to write (default: next to --predictor)")
+    parser.add_argument("--predictor_out", default=None,
+                        help="predictor folder to write (default: next to --predictor)")
     args = parse_args(parser, argv)
 
     import torch

@@ -43,9 +43,9 @@ def demo(args: argparse.Namespace) -> dict:
     from skimage import data
 
     from emoeditor.cli.edit import main as test_main
-    from emoeditor.models.tiny import TINY_IMAGE_SIZE, save_tiny_base, save_tiny_predictor
-    from emoeditor.data.toy import write_toy_emopair
     from emoeditor.cli.train import build_parser as train_parser
+    from emoeditor.data.toy import write_toy_emopair
+    from emoeditor.models.tiny import TINY_IMAGE_SIZE, save_tiny_base, save_tiny_predictor
     from emoeditor.training.trainer import train
 
     out = Path(args.out)

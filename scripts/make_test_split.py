@@ -6,35 +6,49 @@
 
 Each of the 504 sources is edited to the other 7 emotions (3,528 jobs, tagged cross-/within-valence);
 the jobs are listed in the split file. EmoSet layouts: the EmoSet-118K release (train/val/test.json,
-lists of [emotion, image path, annotation path]) or one folder per emotion.
+lists of [emotion, image path, annotation path]), split folders (train/<emotion>/...) or one folder
+per emotion. Sources come from EmoSet's test list unless --source_splits says otherwise; the summary
+says how many are in EmoSet train, the list the emotion predictor P is trained on.
 """
 
 import argparse
 
 from emoeditor.config import parse_args, run_cli
-from emoeditor.constants import EMOPAIR_JSON, EMOSET_SPLIT_FILES, TEST_PER_CLASS, TEST_SPLIT_JSON, TEST_SPLIT_SEED
-from emoeditor.evaluation.split import make_test_split, save_split
+from emoeditor.constants import (
+    EMOPAIR_JSON,
+    EMOSET_SPLITS,
+    TEST_PER_CLASS,
+    TEST_SOURCE_SPLITS,
+    TEST_SPLIT_JSON,
+    TEST_SPLIT_SEED,
+)
+from emoeditor.evaluation.split import describe_split, make_test_split, save_split
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--emoset_root", required=True, help="EmoSet folder (EmoSet-118K release or one folder per emotion)")
+    parser.add_argument("--emoset_root", required=True,
+                        help="EmoSet folder (EmoSet-118K release, split folders or one folder per emotion)")
     parser.add_argument("--emopair_json", default=EMOPAIR_JSON,
                         help="EmoPair annotations whose images are excluded ('none' to exclude nothing)")
     parser.add_argument("--out", default=TEST_SPLIT_JSON, help="split file to write")
     parser.add_argument("--per_class", type=int, default=TEST_PER_CLASS, help="source images per emotion")
     parser.add_argument("--seed", type=int, default=TEST_SPLIT_SEED, help="same seed => same split")
-    parser.add_argument("--split_files", nargs="+", default=list(EMOSET_SPLIT_FILES),
-                        help="EmoSet-118K split files to read (those present are used)")
+    parser.add_argument("--source_splits", nargs="+", choices=EMOSET_SPLITS, default=list(TEST_SOURCE_SPLITS),
+                        help="EmoSet split lists the sources may come from (default: test). The paper says "
+                             "only '504 EmoSet images not in EmoPair'; P is trained on EmoSet train, and a source "
+                             "P trained on makes it over-confident (ESR and the direction input shift), so the "
+                             "default is the test list, on which the paper reports P's accuracy. "
+                             "'train val test' is the literal reading (any EmoSet image not in EmoPair). "
+                             "Class folders without split folders carry no split lists: every image is used")
     parser.add_argument("--allow_fewer", action="store_true",
                         help="take all unused images of a class that has fewer than --per_class (else: error)")
     args = parse_args(parser, argv)
     emopair = None if str(args.emopair_json).lower() == "none" else args.emopair_json
-    split = make_test_split(args.emoset_root, emopair, args.per_class, args.seed, args.allow_fewer, args.split_files)
+    split = make_test_split(args.emoset_root, emopair, args.per_class, args.seed, args.allow_fewer,
+                            args.source_splits)
     path = save_split(split, args.out)
-    short = f"; short classes: {', '.join(split['short_classes'])}" if split["short_classes"] else ""
-    print(f"wrote {path}: {split['num_sources']} sources, {split['num_jobs']} jobs "
-          f"({split['num_cross']} cross-valence, {split['num_within']} within-valence){short}")
+    print(f"wrote {path}: {describe_split(split)}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 #!/usr/bin/env python
-"""Write a toy EmoSet (scikit-image photos with per-emotion colour edits) for the predictor trainer.
+"""Write a toy EmoSet (scikit-image photos with per-emotion colour edits) for the predictor trainer and the test split.
 
     python scripts/make_toy_emoset.py --root runs/toy_emoset               # EmoSet-118K release layout
     python scripts/make_toy_emoset.py --root runs/toy_folders --layout folders
+    python scripts/make_toy_emoset.py --root runs/tiny/emoset --per_class 0 0 2   # test sources only
+
+The test split draws its sources from EmoSet's test list by default (make_test_split.py --source_splits).
 """
 
 import argparse

@@ -9,15 +9,12 @@ Writes emo_predictor.pt (official key layout) + model.safetensors + config.json,
 top-1 / per-class accuracy (eval_<split>.json) and confusion matrices (confusion_<split>.png).
 """
 
-from emoeditor.config import parse_args, run_cli
-from emoeditor.cli.train_predictor import build_parser
-from emoeditor.training.predictor import train_predictor
+from emoeditor.cli.train_predictor import main as train_predictor_main
+from emoeditor.config import run_cli
 
 
 def main(argv=None):
-    parser = build_parser()
-    parser.description = __doc__
-    return train_predictor(parse_args(parser, argv))
+    return train_predictor_main(argv, description=__doc__)
 
 
 if __name__ == "__main__":

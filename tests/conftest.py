@@ -33,5 +33,6 @@ def toy_emopair(tmp_path_factory):
     from emoeditor.data.toy import write_toy_emopair
 
     base = tmp_path_factory.mktemp("toy_emopair")
-    json_path = write_toy_emopair(base / "EmoPair", base / "json" / "data_EmoPair.json", num_pairs=24, image_size=64, seed=0)
+    json_path = write_toy_emopair(base / "EmoPair", base / "json" / "data_EmoPair.json", num_pairs=24, image_size=64,
+                                  seed=0)
     return base / "EmoPair", json_path

@@ -10,13 +10,13 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
+from emoeditor.cli import edit as test_cli  # test.py's entry point lives there
+from emoeditor.cli.edit import write_tiny_assets
 from emoeditor.errors import ImageLoadError
 from emoeditor.imageio import pil_to_tensor
-from emoeditor.cli.edit import write_tiny_assets
 from emoeditor.models.predictor import load_predictor
 
 REPO = Path(__file__).resolve().parent.parent
-from emoeditor.cli import edit as test_cli  # test.py's entry point lives there
 
 SIZE = 64
 

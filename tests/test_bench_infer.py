@@ -11,7 +11,8 @@ def test_bench_infer_tiny_cpu(tmp_path):
     bench.main(["--tiny", "--device", "cpu", "--batch_sizes", "1", "3", "--iterations", "2", "--rounds", "1",
                 "--num_inference_steps", "2", "--out", str(out)])
     report = json.loads(out.read_text())
-    assert report["tiny"] and report["image_size"] == 64 and set(report["modes"]) == {"official", "ours_b1", "ours_batched"}
+    assert (report["tiny"] and report["image_size"] == 64
+            and set(report["modes"]) == {"official", "ours_b1", "ours_batched"})
     official, b1, batched = (report["modes"][k] for k in ("official", "ours_b1", "ours_batched"))
     assert official["settings"]["ssim_backend"] == "skimage" and official["settings"]["attention_slicing"]
     assert b1["settings"]["ssim_backend"] == "torch" and not b1["settings"]["compile"]  # no compile on CPU

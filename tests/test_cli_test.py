@@ -11,14 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
+from emoeditor.cli import edit as test_cli  # test.py's entry point lives there
+from emoeditor.cli.edit import job_seed, shard, write_tiny_assets
 from emoeditor.constants import EMOTIONS
 from emoeditor.editing.critic import replay
 from emoeditor.emotions import parse_target
 from emoeditor.errors import InvalidTargetError
-from emoeditor.cli.edit import job_seed, shard, write_tiny_assets
 
 REPO = Path(__file__).resolve().parent.parent
-from emoeditor.cli import edit as test_cli  # test.py's entry point lives there
 
 
 @pytest.fixture(scope="module")
@@ -106,20 +106,24 @@ class FakeProcess:
 
 
 def test_sharded_run_equals_single_process(assets, tmp_path):
-    from emoeditor.config import parse_args
     from emoeditor.cli.edit import run_inference
+    from emoeditor.config import parse_args
 
     imgs = tmp_path / "imgs"
     imgs.mkdir()
     for i, p in enumerate(sorted((assets / "imgs").iterdir()) * 2):
         Image.open(p).rotate(90 * i).save(imgs / f"{i}_{p.name}")
-    common = lambda out: argv(assets, out, "--input_path", str(imgs), "--batch_size", "2")
+
+    def common(out):
+        return argv(assets, out, "--input_path", str(imgs), "--batch_size", "2")
+
     single = run_inference(parse_args(test_cli.build_parser(), common(tmp_path / "one")))
     for rank in (1, 0):  # rank 0 merges, after everyone is done
         run_inference(parse_args(test_cli.build_parser(), common(tmp_path / "two")), process=FakeProcess(rank, 2))
     assert single["done"] == 4
     one, two = tmp_path / "one", tmp_path / "two"
-    assert (one / "summary.csv").read_text().replace(str(one), "X") == (two / "summary.csv").read_text().replace(str(two), "X")
+    assert ((one / "summary.csv").read_text().replace(str(one), "X")
+            == (two / "summary.csv").read_text().replace(str(two), "X"))
     for p in one.glob("*.png"):
         assert p.read_bytes() == (two / p.name).read_bytes()
     assert not list(two.glob("summary.rank*.csv"))
@@ -170,28 +174,37 @@ def test_user_errors_exit_2_with_one_line(assets, tmp_path, capsys, args, messag
 
 
 def test_editor_interface(assets):
-    from emoeditor.editors.emoeditor import EmoEditorEditor
     from emoeditor.editing.critic import CriticConfig
+    from emoeditor.editing.loop import CriticLoop
+    from emoeditor.editors.emoeditor import EmoEditorEditor
 
-    editor = EmoEditorEditor.from_pretrained(assets / "model", assets / "predictor", critic=CriticConfig(num_loop=2),
-                                             num_inference_steps=2, batch_size=2, keep_candidates=True)
+    one_edit = EmoEditorEditor.from_pretrained(assets / "model", assets / "predictor", num_inference_steps=2)
+    editor = CriticLoop(one_edit, one_edit.predictor.probs, CriticConfig(num_loop=2), batch_size=2,
+                        return_candidates=True)
     g = torch.Generator().manual_seed(0)
     images = torch.rand(3, 3, 64, 64, generator=g)
     targets = torch.stack([parse_target("awe"), parse_target("fear"), parse_target("awe:1,excitement:1")])
-    gens = lambda: [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+
+    def gens():
+        return [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+
     a = editor(images, targets, gens())
     b = editor(images, targets, gens())
     assert a.images.shape == images.shape and torch.equal(a.images, b.images)
-    for img, trace in zip(a.images, a.traces):
-        assert len(trace["candidates"]) == len(trace["iterations"]) <= 2
+    for img, trace, candidates in zip(a.images, a.traces, a.candidates):
+        assert len(candidates) == len(trace["iterations"]) <= 2
         ret = trace["returned"]
-        assert torch.equal(img, trace["candidates"][ret])
+        assert torch.equal(img, candidates[ret])
+    # the single edit is the loop's first iteration (same generator, same direction target - P(source))
+    single = one_edit(images, targets, gens())
+    first = CriticLoop(one_edit, one_edit.predictor.probs, CriticConfig("none"), batch_size=2)(images, targets, gens())
+    torch.testing.assert_close(single.images, first.images, rtol=0, atol=1e-5)
 
 
 def test_random_seed_none_draws_one_and_names_files_with_it(assets, tmp_path, capsys):
+    from emoeditor.cli.edit import run_inference
     from emoeditor.config import parse_args
     from emoeditor.errors import EmoEditorError
-    from emoeditor.cli.edit import run_inference
 
     path = str(assets / "imgs" / "coffee.png")
     summary = test_cli.main(argv(assets, tmp_path / "a", "--random_seed", "none", "--input_path", path,

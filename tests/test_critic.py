@@ -6,8 +6,17 @@ import pytest
 import torch
 
 from emoeditor.constants import EMOTIONS
-from emoeditor.editing.critic import (SOURCE_INDEX, CriticConfig, JobCritic, official_keep, paper_accept,
-                              same_valence_as_target, target_confidence, top_is_target)
+from emoeditor.editing.critic import (
+    SOURCE_INDEX,
+    Critic,
+    CriticConfig,
+    make_critic,
+    official_keep,
+    paper_accept,
+    same_valence_as_target,
+    target_confidence,
+    top_is_target,
+)
 from emoeditor.emotions import onehot, parse_target
 
 AWE = EMOTIONS.index("awe")
@@ -26,7 +35,7 @@ def probs_with(top: int, p: float, second: int | None = None) -> torch.Tensor:
     return v
 
 
-def run(critic: JobCritic, outcomes):
+def run(critic: Critic, outcomes):
     for ssim, probs in outcomes:
         assert not critic.done
         critic.observe(ssim, probs)
@@ -92,7 +101,7 @@ def test_config_defaults_per_policy_and_validation():
 
 def test_paper_accepts_first_passing_candidate_and_chains_inputs():
     src = probs_with(FEAR, 0.9)
-    c = JobCritic(CriticConfig("paper"), onehot("awe"), src)
+    c = make_critic(CriticConfig("paper"), onehot("awe"), src)
     outcomes = [(0.9, probs_with(AWE, 0.95)),  # SSIM too high
                 (0.5, probs_with(AWE, 0.7)),  # confidence too low
                 (0.5, probs_with(AWE, 0.9)),  # accept
@@ -107,7 +116,7 @@ def test_paper_accepts_first_passing_candidate_and_chains_inputs():
 
 
 def test_paper_falls_back_to_highest_target_confidence_within_num_loop():
-    c = JobCritic(CriticConfig("paper", num_loop=4), onehot("awe"), probs_with(FEAR, 0.9))
+    c = make_critic(CriticConfig("paper", num_loop=4), onehot("awe"), probs_with(FEAR, 0.9))
     confs = [0.2, 0.75, 0.4, 0.5, 0.99]
     run(c, [(0.95, probs_with(AWE, p)) for p in confs])
     assert c.done and len(c.iterations) == 4 and c.returned == 1
@@ -115,14 +124,14 @@ def test_paper_falls_back_to_highest_target_confidence_within_num_loop():
 
 
 def test_paper_direction_can_follow_the_input():
-    c = JobCritic(CriticConfig("paper", direction_probs="input"), onehot("awe"), probs_with(FEAR, 0.9))
+    c = make_critic(CriticConfig("paper", direction_probs="input"), onehot("awe"), probs_with(FEAR, 0.9))
     p1 = probs_with(AWE, 0.5)
     c.observe(0.9, p1)
     assert torch.allclose(c.direction_probs, p1.float())
 
 
 def test_none_is_one_pass():
-    c = JobCritic(CriticConfig("none"), onehot("awe"), probs_with(FEAR, 0.9))
+    c = make_critic(CriticConfig("none"), onehot("awe"), probs_with(FEAR, 0.9))
     c.observe(0.99, probs_with(FEAR, 0.99))
     assert c.done and c.returned == 0 and len(c.iterations) == 1
 
@@ -193,7 +202,7 @@ def test_official_policy_matches_a_transcription_of_test_py(num_loop):
     for trial in range(150):
         outcomes = random_outcomes(rng, num_loop)
         src = probs_with(FEAR, 0.9)
-        c = run(JobCritic(CriticConfig("official", num_loop=num_loop), onehot("awe"), src), outcomes)
+        c = run(make_critic(CriticConfig("official", num_loop=num_loop), onehot("awe"), src), outcomes)
         ret, n, inputs, directions = official_reference(outcomes, AWE, num_loop)
         assert c.done and len(c.iterations) == n <= num_loop
         assert c.returned == ret, (trial, c.reason)
@@ -202,7 +211,7 @@ def test_official_policy_matches_a_transcription_of_test_py(num_loop):
 
 def test_official_direction_uses_first_edit_probs_forever():
     src = probs_with(FEAR, 0.9)
-    c = JobCritic(CriticConfig("official", num_loop=5), onehot("awe"), src)
+    c = make_critic(CriticConfig("official", num_loop=5), onehot("awe"), src)
     assert torch.allclose(c.direction_probs, src.float())
     first = probs_with(EMOTIONS.index("sadness"), 0.5)
     c.observe(0.95, first)  # rejected, but its softmax becomes the direction
@@ -212,7 +221,7 @@ def test_official_direction_uses_first_edit_probs_forever():
 
 
 def test_official_bounds_consecutive_rejections_and_returns_source():
-    c = run(JobCritic(CriticConfig("official", num_loop=7), onehot("awe"), probs_with(FEAR, 0.9)),
+    c = run(make_critic(CriticConfig("official", num_loop=7), onehot("awe"), probs_with(FEAR, 0.9)),
             [(0.95, probs_with(FEAR, 0.9))] * 50)
     # the official script would loop forever here (nothing is ever kept)
     assert c.done and len(c.iterations) == 7 and c.returned == SOURCE_INDEX
@@ -220,14 +229,14 @@ def test_official_bounds_consecutive_rejections_and_returns_source():
 
 
 def test_official_stops_at_confidence_and_falls_back_to_same_valence():
-    c = run(JobCritic(CriticConfig("official"), onehot("awe"), probs_with(FEAR, 0.9)),
+    c = run(make_critic(CriticConfig("official"), onehot("awe"), probs_with(FEAR, 0.9)),
             [(0.6, probs_with(EMOTIONS.index("contentment"), 0.7)),  # kept, same valence
              (0.6, probs_with(FEAR, 0.5, AWE)),  # kept, target conf 0.5
              (0.95, probs_with(FEAR, 0.9))])  # dropped
     assert not c.done and c.next_input == 1  # the last kept edit is edited again
     c.observe(0.95, probs_with(AWE, 0.65, FEAR))  # kept (top is the target), conf 0.65 >= 0.6 -> stop
     assert c.done and len(c.iterations) == 4 and c.returned == 3 and c.iterations[3].input_index == 1
-    c2 = run(JobCritic(CriticConfig("official", num_loop=3), onehot("awe"), probs_with(FEAR, 0.9)),
+    c2 = run(make_critic(CriticConfig("official", num_loop=3), onehot("awe"), probs_with(FEAR, 0.9)),
              [(0.6, probs_with(EMOTIONS.index("contentment"), 0.7)), (0.6, probs_with(FEAR, 0.6, AWE)),
               (0.9, probs_with(FEAR, 0.9))])
     # official bound: len([source] + kept) < num_loop, so 2 kept edits end a num_loop=3 run
@@ -241,9 +250,9 @@ def test_replay_at_smaller_num_loop_equals_a_shorter_run(critic):
     rng = random.Random(7)
     for _ in range(40):
         outcomes = random_outcomes(rng, 30)
-        full = run(JobCritic(CriticConfig(critic, num_loop=30), onehot("awe"), probs_with(FEAR, 0.9)), outcomes)
+        full = run(make_critic(CriticConfig(critic, num_loop=30), onehot("awe"), probs_with(FEAR, 0.9)), outcomes)
         for k in (1, 3, 10, 30):
-            short = run(JobCritic(CriticConfig(critic, num_loop=k), onehot("awe"), probs_with(FEAR, 0.9)), outcomes)
+            short = run(make_critic(CriticConfig(critic, num_loop=k), onehot("awe"), probs_with(FEAR, 0.9)), outcomes)
             again = replay(full.trace(), k)
             assert (again.returned, len(again.iterations)) == (short.returned, len(short.iterations))
     with pytest.raises(ValueError, match="cannot replay"):

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from repo_scripts import load_script
 from skimage import color
 
-from emoeditor.constants import EMOPAIR_FIELDS, EMOTIONS
 from emoeditor.config import parse_args
+from emoeditor.constants import EMOPAIR_FIELDS, EMOTIONS
 from emoeditor.data.emopair import (
     EmoPairDataset,
     add_emopair_args,
@@ -21,11 +22,9 @@ from emoeditor.data.emopair import (
     read_annotations,
     validate_entries,
 )
+from emoeditor.data.toy import emotion_edit, load_toy_photo, random_crop, write_toy_emopair
 from emoeditor.errors import AnnotationError, ImageLoadError
 from emoeditor.imageio import load_image
-from emoeditor.data.toy import emotion_edit, load_toy_photo, random_crop, write_toy_emopair
-
-from repo_scripts import load_script
 
 NUM_TOY = 24  # tests/conftest.py toy_emopair
 
@@ -139,14 +138,16 @@ BAD_FIELD_CASES = {
     "capitalised class": (_set("class_source", "Anger"), "sadness (names are lowercase: 'anger')"),
     "softmax too short": (_set("source_softmax", [0.125] * 7), "source_softmax has 7 values, expected 8"),
     "softmax NaN": (_set("source_softmax", [float("nan")] + [1 / 7] * 7), "source_softmax contains NaN"),
-    "softmax infinite": (_set("source_softmax", [float("inf")] + [0.0] * 7), "source_softmax contains NaN or infinite"),
+    "softmax infinite": (_set("source_softmax", [float("inf")] + [0.0] * 7),
+                         "source_softmax contains NaN or infinite"),
     "softmax sum": (_set("source_softmax", [0.2] * 8), "source_softmax sums to 1.6, not 1"),
     "softmax negative": (_set("source_softmax", [-0.5, 1.5] + [0.0] * 6), "source_softmax has negative values"),
     "softmax strings": (_set("source_softmax", ["0.125"] * 8), "source_softmax must hold numbers only"),
     "softmax not a list": (_set("source_softmax", 0.5), "source_softmax must be a list of 8 floats"),
     "empty prompt": (_set("prompt", "  "), "prompt must be a non-empty string"),
     "path not a string": (_set("img_tgt_path", None), "img_tgt_path must be a non-empty path string"),
-    "missing image": (_set("img_src_path", "EPGS/source/nope.jpg"), "img_src_path {root}/EPGS/source/nope.jpg not found"),
+    "missing image": (_set("img_src_path", "EPGS/source/nope.jpg"),
+                      "img_src_path {root}/EPGS/source/nope.jpg not found"),
 }
 
 
@@ -265,12 +266,14 @@ def test_emopair_flags_drive_load_emopair(toy_emopair, toy_entries):
     args = parse_args(parser, ["--json_path", str(json_path), "--data_root", str(root), "--subset", "EPGS",
                                "--skip_bad", "--check_images", "decode"])
     assert (args.subset, args.skip_bad, args.check_images) == ("EPGS", True, "decode")
-    entries = load_emopair(args.json_path, args.data_root, args.subset, args.skip_bad, args.check_images, progress=False)
+    entries = load_emopair(args.json_path, args.data_root, args.subset, args.skip_bad, args.check_images,
+                           progress=False)
     assert entries == [e for e in toy_entries if "EPGS" in e["img_src_path"]]
     defaults = parse_args(add_emopair_args(argparse.ArgumentParser()), [])
     assert (defaults.json_path, defaults.data_root, defaults.subset, defaults.skip_bad, defaults.check_images) == (
         "json/data_EmoPair.json", "EmoPair", "all", False, "header")
-    with pytest.raises(AnnotationError, match="unknown image check 'full'; choose one of none, exists, header, decode"):
+    with pytest.raises(AnnotationError,
+                       match="unknown image check 'full'; choose one of none, exists, header, decode"):
         load_emopair(json_path, root, check_images="full")
 
 

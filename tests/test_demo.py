@@ -5,11 +5,10 @@ import json
 from pathlib import Path
 
 import torch
+from repo_scripts import load_script
 from safetensors.torch import load_file
 
 from emoeditor.imageio import load_image
-
-from repo_scripts import load_script
 
 
 def _demo_module():

@@ -1,6 +1,6 @@
 import torch
 
-from emoeditor.models import EmotionEncoder
+from emoeditor.models.emotion_encoder import EmotionEncoder
 
 
 def test_paper_shapes_and_official_keys():

@@ -2,8 +2,16 @@ import pytest
 import torch
 
 from emoeditor.constants import EMOTIONS
-from emoeditor.emotions import (emotion_input, emotion_index, other_emotions, parse_target, same_valence,
-                                target_label, target_valence, valence)
+from emoeditor.emotions import (
+    emotion_index,
+    emotion_input,
+    other_emotions,
+    parse_target,
+    same_valence,
+    target_label,
+    target_valence,
+    valence,
+)
 from emoeditor.errors import InvalidTargetError
 
 

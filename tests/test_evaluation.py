@@ -1,7 +1,7 @@
 """One-command evaluation on a toy EmoSet with test-double editors (and the tiny EmoEditor when present).
 
 The doubles are real Editors: a colour shift, one that raises on a chosen job, and the real
-batched critic engine (emoeditor.inference) driving a scripted colour-shift backend, so traces and
+batched critic loop (emoeditor.editing.loop) driving a scripted colour-shift backend, so traces and
 candidates have the engine's format and Fig. S11 is computed exactly as for EmoEditor.
 """
 
@@ -13,18 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from repo_scripts import load_script
 
 from emoeditor.constants import EMOTIONS
 from emoeditor.editing.critic import CriticConfig
-from emoeditor.editors.base import EditResult, Editor
-from emoeditor.editors import EDITOR_FACTORIES, parse_method, parse_methods, register_editor
+from emoeditor.editors.base import Editor, EditResult
+from emoeditor.editors.discovery import parse_method, parse_methods
+from emoeditor.editors.registry import EDITOR_FACTORIES, register_editor
 from emoeditor.errors import MethodError
+from emoeditor.evaluation.reporting import read_csv
 from emoeditor.evaluation.runner import EvalSettings, MethodStore, returned_at, run_evaluation
 from emoeditor.evaluation.split import load_split, make_test_split, save_split
 from emoeditor.imageio import load_image
-from emoeditor.evaluation.reporting import read_csv
-
-from repo_scripts import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 64
@@ -49,34 +49,29 @@ class ColourShift(Editor):
         return EditResult(torch.stack(out))
 
 
-class ScriptedBackend:
-    """An EditBackend for the real engine: each edit moves further toward the direction's colour."""
+class ScriptedBackend(Editor):
+    """A repeatable edit for the real critic loop: each edit moves further toward the direction's colour."""
     device = torch.device("cpu")
 
-    def encode_condition(self, images):
-        return images.clone()
-
-    def edit(self, images, emotion_inputs, condition, generators):
-        tint = (PALETTE.T @ emotion_inputs.clamp(min=0).T).T.view(-1, 3, 1, 1)
-        noise = torch.stack([torch.rand(3, 1, 1, generator=g) for g in generators])
-        return (0.75 * images + 0.25 * tint + 0.1 * (noise - 0.5)).clamp(0, 1), None
-
-
-class LoopEditor(Editor):
-    def __init__(self, predictor_dir, num_loop: int):
-        from emoeditor.models.predictor import load_predictor
-        self.predictor = load_predictor(predictor_dir)
-        # loose thresholds so some jobs are accepted early and others fall back
-        self.config = CriticConfig(critic="paper", num_loop=num_loop, ssim_low=-1.0, ssim_high=1.01, confidence=0.13)
-
     def edit(self, images, targets, generators):
-        from emoeditor.editing.loop import IterativeInference, Job, run_jobs
-        engine = IterativeInference(ScriptedBackend(), self.predictor.probs, self.config, batch_size=3,
-                                    keep_candidates=True)
-        res = run_jobs(engine, [Job(image=images[i], target=targets[i], generator=generators[i])
-                                for i in range(len(images))])
-        return EditResult(torch.stack([r.image for r in res]), [r.trace for r in res],
-                          {"candidates": [r.candidates for r in res]})
+        raise AssertionError("the critic loop calls edit_step")
+
+    def edit_step(self, request):
+        direction = request.targets - request.reference_probs
+        tint = (PALETTE.T @ direction.clamp(min=0).T).T.view(-1, 3, 1, 1)
+        noise = torch.stack([torch.rand(3, 1, 1, generator=g) for g in request.generators])
+        return EditResult((0.75 * request.inputs + 0.25 * tint + 0.1 * (noise - 0.5)).clamp(0, 1))
+
+
+def LoopEditor(predictor_dir, num_loop: int) -> Editor:
+    """The scripted edit in the real critic loop, with loose thresholds so some jobs are accepted early
+    and others fall back."""
+    from emoeditor.editing.loop import CriticLoop
+    from emoeditor.models.predictor import load_predictor
+
+    config = CriticConfig(critic="paper", num_loop=num_loop, ssim_low=-1.0, ssim_high=1.01, confidence=0.13)
+    return CriticLoop(ScriptedBackend(), load_predictor(predictor_dir).probs, config, batch_size=3,
+                      return_candidates=True)
 
 
 def _counted(kind, make):
@@ -94,7 +89,7 @@ register_editor("test_loop")(_counted("test_loop", lambda o, c: LoopEditor(c.pre
 def toy_split(tmp_path_factory):
     from emoeditor.data.toy_emoset import write_toy_emoset
     tmp = tmp_path_factory.mktemp("eval_emoset")
-    root = write_toy_emoset(tmp / "EmoSet", layout="release", per_class=(2, 0, 0), image_size=SIZE, seed=0)
+    root = write_toy_emoset(tmp / "EmoSet", layout="release", per_class=(0, 0, 2), image_size=SIZE, seed=0)
     split = make_test_split(root, None, per_class=1, seed=0)
     return save_split(split, tmp / "json" / "test_split.json"), root
 
@@ -131,7 +126,7 @@ def test_returned_at_replays_the_critic():
              "target": [1.0] + [0.0] * 7, "source_probs": [0.125] * 8,
              "iterations": [it(0.3), it(0.45), it(0.9)], "returned": 2}
     # k=1: the only candidate; k=2: the better of two; k>=3: accepted at the third (the run stopped there)
-    assert [returned_at(trace, k) for k in (1, 2, 3, 4, 5, 9)] == [0, 1, 2, 2, 2, 2]
+    assert [returned_at(trace, k).index for k in (1, 2, 3, 4, 5, 9)] == [0, 1, 2, 2, 2, 2]
 
 
 def test_evaluate_end_to_end_resume_and_bad_input(toy_split, tiny_predictor_dir, tmp_path):
@@ -187,8 +182,8 @@ def _end_to_end(split_path, split, emoset, missing, tiny_predictor_dir, tmp_path
     assert all(float(r["enrd"]) == 0 and float(r["ess"]) == 0 and r["esr"] == "False" for r in ident)
 
     # a row equals an independent computation on the saved files
-    from emoeditor.scoring.metrics import compute_all
     from emoeditor.models.predictor import load_predictor
+    from emoeditor.scoring.metrics import compute_all
     pred = load_predictor(tiny_predictor_dir)
     row = next(r for r in rows if r["method"] == "colour" and r["relation"] == "within")
     src = next(s for s in split["sources"] if s["id"] == row["source_id"])
@@ -233,7 +228,8 @@ def _end_to_end(split_path, split, emoset, missing, tiny_predictor_dir, tmp_path
     # a corrupt output is re-edited on the next run (and only it), or counted when only scoring
     victim = out / "colour" / "images" / f"{rows[0]['job_id']}.png"
     victim.write_bytes(b"\x89PNG\r\n garbage")
-    scored_only = run_evaluation(_settings(out, split_path, tiny_predictor_dir, methods=["colour=test_colour:paper_row=CT"],
+    scored_only = run_evaluation(_settings(out, split_path, tiny_predictor_dir,
+                                           methods=["colour=test_colour:paper_row=CT"],
                                            skip_generation=True, fig_s11=False, grid=False))
     assert scored_only["methods"]["colour"]["corrupt_output"] == 1
     assert sum(1 for r in read_csv(out / "results.csv")) == ok_jobs - 1
@@ -288,8 +284,8 @@ def test_metrics_see_the_official_resize(tiny_predictor_dir, tmp_path):
     bilinear source (the editors' input) and no second resampling of the output."""
     from PIL import Image
 
-    from emoeditor.scoring.metrics import compute_all
     from emoeditor.models.predictor import load_predictor
+    from emoeditor.scoring.metrics import compute_all
 
     folder = tmp_path / "src"
     folder.mkdir()
@@ -318,14 +314,15 @@ def test_metrics_see_the_official_resize(tiny_predictor_dir, tmp_path):
 
 
 def test_unreadable_trace_is_counted_not_fatal(tmp_path):
-    from emoeditor.editors import parse_method
+    from emoeditor.editors.discovery import parse_method
     from emoeditor.evaluation.runner import MethodStats, iteration_curves
     from emoeditor.evaluation.split import build_jobs
     from emoeditor.imageio import save_image
 
     jobs = build_jobs([{"id": "s0", "emotion": "fear", "path": "s0.png"}])[:2]
     store = MethodStore(tmp_path, "loop")
-    for job, text in zip(jobs, ('{"critic": "paper", "candidate_files": ["c"]', '{"critic": "paper", "candidate_files": ["c"]}')):
+    for job, text in zip(jobs, ('{"critic": "paper", "candidate_files": ["c"]',
+                                '{"critic": "paper", "candidate_files": ["c"]}')):
         save_image(torch.zeros(3, 8, 8), store.image(job.job_id))
         store.trace(job.job_id).parent.mkdir(parents=True, exist_ok=True)
         store.trace(job.job_id).write_text(text)  # torn JSON; JSON without the critic's thresholds
@@ -351,10 +348,11 @@ def _evaluate_main():
 @pytest.fixture(scope="module")
 def tiny_model_dir(tiny_base_dir, tmp_path_factory):
     """A tiny exported EmoEditor (random weights) in the layout --model expects."""
-    from emoeditor.models.components import load_base_components
     from emoeditor.editing.pipeline import EmoEditorPipeline
+    from emoeditor.models.components import load_base_components
     from emoeditor.models.tiny import tiny_emotion_encoder
-    pipe = EmoEditorPipeline(emotion_encoder=tiny_emotion_encoder(0), **load_base_components(tiny_base_dir, text=False))
+    pipe = EmoEditorPipeline(emotion_encoder=tiny_emotion_encoder(0),
+                             **load_base_components(tiny_base_dir, text=False))
     folder = tmp_path_factory.mktemp("tiny_emoeditor")
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
@@ -401,7 +399,7 @@ def test_cli_tiny_emoeditor_tables_fig_s11_and_rerun(toy_split, tiny_predictor_d
 
 def test_sharded_generation_matches_one_process(toy_split, tmp_path):
     """Two accelerate ranks each edit every other missing job; together they write what one process writes."""
-    from emoeditor.editors import MethodContext
+    from emoeditor.editors.registry import MethodContext
     from emoeditor.evaluation.runner import generate, load_jobs, load_sources
     split_path, _ = toy_split
     settings = _settings(tmp_path, split_path, "unused", per_class=1, targets=["awe", "sadness"])
@@ -444,3 +442,58 @@ def test_two_process_run_equals_one_process(toy_split, tiny_predictor_dir, tiny_
     for p in one:
         assert p.read_bytes() == (tmp_path / "two" / "ours" / "images" / p.name).read_bytes(), p.name
     assert (tmp_path / "one" / "table1_cross.csv").read_text() == (tmp_path / "two" / "table1_cross.csv").read_text()
+
+
+INVERT_METHOD = '''"""A toy method for the discovery test: inverts the colours."""
+
+from emoeditor.editors.base import EditResult, Editor
+from emoeditor.editors.registry import register_editor
+
+
+class InvertEditor(Editor):
+    name = "invert"
+
+    def edit(self, images, targets, generators):
+        return EditResult(images=1 - images)
+
+
+@register_editor("invert", paper_row="Invert")
+def _invert(options, context):
+    return InvertEditor()
+'''
+
+
+def test_a_method_is_one_file_in_editors(toy_split, tiny_predictor_dir, tmp_path):
+    """Dropping one file into emoeditor/editors/ makes `scripts/evaluate.py --methods` run it; nothing else changes.
+
+    The package is copied so the file never appears in the tree other tests import from."""
+    import os
+    import shutil
+
+    split_path, _ = toy_split
+    pkg = tmp_path / "site" / "emoeditor"
+    shutil.copytree(ROOT / "emoeditor", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    (pkg / "editors" / "invert.py").write_text(INVERT_METHOD)
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "scripts/evaluate.py"), "--config", str(ROOT / "configs/eval_tiny.yaml"),
+           "--split", str(split_path), "--predictor", str(tiny_predictor_dir), "--methods", "invert", "identity",
+           "--per_class", "1", "--targets", "awe", "--no_grid", "--bootstrap", "0", "--device", "cpu",
+           "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["methods"]["invert"]["generated"] == report["num_jobs"] == 7
+    for inverted in sorted((out / "invert" / "images").glob("*.png")):
+        source = load_image(out / "identity" / "images" / inverted.name, None)
+        torch.testing.assert_close(load_image(inverted, None), 1 - source, rtol=0, atol=1 / 255 + 1e-6)
+    table = (out / "table1_cross.md").read_text()
+    assert "| invert | Invert |" in table
+    assert not (ROOT / "emoeditor" / "editors" / "invert.py").exists()
+
+
+def test_wo_p_presets_are_the_two_readings():
+    """"w/o P": no critic, P still in the direction input; "wo_P_onehot": P removed everywhere."""
+    assert parse_method("wo_P").opts == {"critic": "none"}
+    onehot_row = parse_method("wo_P_onehot")
+    assert onehot_row.opts == {"critic": "none", "emotion_input": "onehot"} and onehot_row.paper_row == "w/o P"

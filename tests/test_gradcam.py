@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from emoeditor.scoring.gradcam import emotion_cam, emotion_region, target_layer
 from emoeditor.models.predictor import load_predictor
+from emoeditor.scoring.gradcam import emotion_cam, emotion_region, target_layer
 
 
 @pytest.fixture(scope="module")

@@ -4,32 +4,41 @@ import pytest
 import torch
 
 from emoeditor.editing.critic import SOURCE_INDEX, CriticConfig
-from emoeditor.emotions import onehot
-from emoeditor.editing.loop import IterativeInference, Job, PipelineBackend, run_jobs
-from emoeditor.models.components import load_base_components
+from emoeditor.editing.loop import IterativeInference, Job, run_jobs
 from emoeditor.editing.pipeline import EmoEditorPipeline
+from emoeditor.editors.base import Editor, EditResult
+from emoeditor.editors.emoeditor import EmoEditorEditor
+from emoeditor.emotions import emotion_input, onehot
+from emoeditor.models.components import load_base_components
 from emoeditor.models.predictor import load_predictor
 from emoeditor.models.tiny import TINY_IMAGE_SIZE, tiny_emotion_encoder
 
 S = 16  # scripted tests use small images
 
 
-class FakeBackend:
-    """out = 0.8 * input + 0.2 * (0.5 + U(0, 1)), U from the row's generator: brightens; records every call."""
+class FakeBackend(Editor):
+    """out = 0.8 * input + 0.2 * (0.5 + U(0, 1)), U from the row's generator: brightens; records every call
+    with the emotion input EmoEditor would feed its encoder (target - reference P, or the target)."""
 
     device = torch.device("cpu")
 
-    def __init__(self):
+    def __init__(self, mode="direction"):
         self.calls = []
+        self.mode = mode
 
-    def encode_condition(self, images):
-        return images * 2 - 1
+    def prepare(self, sources):
+        return sources * 2 - 1
 
-    def edit(self, images, emotion_inputs, condition, generators):
-        self.calls.append(dict(inputs=images.clone(), emo=emotion_inputs.clone(), cond=condition.clone(),
-                               gens=list(generators)))
-        noise = torch.stack([torch.rand(images.shape[1:], generator=g) for g in generators])
-        return 0.8 * images + 0.2 * (0.5 + noise), torch.tensor([700 + int(1000 * n.mean()) % 280 for n in noise])
+    def edit(self, images, targets, generators):
+        raise AssertionError("the critic loop calls edit_step")
+
+    def edit_step(self, request):
+        emo = emotion_input(request.targets, request.reference_probs, self.mode)
+        self.calls.append(dict(inputs=request.inputs.clone(), emo=emo.clone(), cond=request.prepared.clone(),
+                               gens=list(request.generators)))
+        noise = torch.stack([torch.rand(request.inputs.shape[1:], generator=g) for g in request.generators])
+        return EditResult(0.8 * request.inputs + 0.2 * (0.5 + noise),
+                          start_timesteps=torch.tensor([700 + int(1000 * n.mean()) % 280 for n in noise]))
 
 
 def brightness_predictor(images):
@@ -51,9 +60,9 @@ def make_jobs(n, seed0=0):
 
 
 def engine(backend, critic="paper", batch_size=1, ssim=0.5, keep=False, num_loop=30, mode="direction"):
+    backend.mode = mode
     return IterativeInference(backend, brightness_predictor, CriticConfig(critic, num_loop=num_loop),
-                              emotion_input_mode=mode, batch_size=batch_size, ssim_backend=fixed_ssim(ssim),
-                              keep_candidates=keep)
+                              batch_size=batch_size, ssim_backend=fixed_ssim(ssim), return_candidates=keep)
 
 
 def test_never_more_than_num_loop_and_fallback():
@@ -147,7 +156,8 @@ def test_none_critic_is_one_edit():
 
 @pytest.fixture(scope="module")
 def tiny(tiny_base_dir, tiny_predictor_dir):
-    pipe = EmoEditorPipeline(emotion_encoder=tiny_emotion_encoder(0), **load_base_components(tiny_base_dir, text=False))
+    pipe = EmoEditorPipeline(emotion_encoder=tiny_emotion_encoder(0),
+                             **load_base_components(tiny_base_dir, text=False))
     pipe.set_progress_bar_config(disable=True)
     return pipe, load_predictor(tiny_predictor_dir)
 
@@ -155,7 +165,7 @@ def tiny(tiny_base_dir, tiny_predictor_dir):
 def tiny_engine(pipe, predictor, batch_size, num_loop=3):
     # wide thresholds so some random-weight jobs accept early and others run to num_loop
     critic = CriticConfig("paper", num_loop=num_loop, ssim_low=-1.0, ssim_high=1.0, confidence=0.14)
-    return IterativeInference(PipelineBackend(pipe, num_inference_steps=2), predictor.probs, critic,
+    return IterativeInference(EmoEditorEditor(pipe, predictor, num_inference_steps=2), predictor.probs, critic,
                               batch_size=batch_size)
 
 
@@ -182,10 +192,10 @@ def test_same_job_same_bytes_alone_or_in_a_batch_of_16(tiny):
 
 def test_nonfinite_edits_are_flagged_and_scored_as_zeros():
     class NaNBackend(FakeBackend):
-        def edit(self, images, emotion_inputs, condition, generators):
-            out, t = super().edit(images, emotion_inputs, condition, generators)
-            out[:, :, :4] = float("nan")
-            return out, t
+        def edit_step(self, request):
+            out = super().edit_step(request)
+            out.images[:, :, :4] = float("nan")
+            return out
 
     (r,) = run_jobs(engine(NaNBackend(), num_loop=2, ssim=0.95, keep=True), make_jobs(1))
     assert all(it["nonfinite"] for it in r.trace["iterations"])

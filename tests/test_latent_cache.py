@@ -4,15 +4,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from repo_scripts import load_script
 
-from emoeditor.data import latent_cache as lc
 from emoeditor.cli import train as train_cli
-from emoeditor.training import trainer as training
+from emoeditor.data import latent_cache as lc
 from emoeditor.data.emopair import EmoPairDataset, load_emopair
 from emoeditor.models.components import load_base_components
 from emoeditor.models.tiny import TINY_ENCODER_HIDDEN
-
-from repo_scripts import load_script
+from emoeditor.training import trainer as training
 
 
 def cache_args(tmp_path, tiny_base_dir, toy_emopair, **kw):

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from scipy.stats import entropy
 
-from emoeditor.scoring import metrics
 from emoeditor.models.predictor import EmotionPredictor, build_resnet18, load_predictor
+from emoeditor.scoring import metrics
 
 
 def _probs(*rows):

@@ -10,19 +10,30 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from emoeditor.errors import MissingWeightsError
-from emoeditor.models.components import sd_v1_ddim_scheduler
-from emoeditor.models import release as official
-from emoeditor.errors import CheckpointMismatchError
-from emoeditor.models.release import ReleaseFile, download_base, download_release, fetch_release_file, read_checksums, safetensors_problem
-from emoeditor.editing.loading import load_official
-from emoeditor.editing.pipeline import EmoEditorPipeline
-from emoeditor.models.predictor import load_predictor
-from emoeditor.models.tiny import (TINY_ENCODER_HIDDEN, TINY_IMAGE_SIZE, TINY_TEXT_DIM, tiny_emotion_encoder, tiny_unet,
-                            tiny_vae)
-
 from repo_scripts import load_script as load_repo_script
+
+from emoeditor.editing.loading import load_model, load_official
+from emoeditor.editing.pipeline import EmoEditorPipeline
+from emoeditor.errors import CheckpointMismatchError, MissingWeightsError
+from emoeditor.models import release as official
+from emoeditor.models.components import sd_v1_ddim_scheduler
+from emoeditor.models.predictor import load_predictor
+from emoeditor.models.release import (
+    ReleaseFile,
+    download_base,
+    download_release,
+    fetch_release_file,
+    read_checksums,
+    safetensors_problem,
+)
+from emoeditor.models.tiny import (
+    TINY_ENCODER_HIDDEN,
+    TINY_IMAGE_SIZE,
+    TINY_TEXT_DIM,
+    tiny_emotion_encoder,
+    tiny_unet,
+    tiny_vae,
+)
 
 SEED = 5  # fake "fine-tuned" weights differ from the tiny base (seed 0), so loading them is visible
 STEPS = 3
@@ -73,6 +84,7 @@ def test_load_official_takes_every_weight_from_the_pt(official_dir, tiny_base_di
     cfg = pipe.emotion_encoder.config
     assert tuple(cfg.hidden_dims) == TINY_ENCODER_HIDDEN and cfg.embed_dim == TINY_TEXT_DIM and cfg.seq_len == 77
     assert pipe.config.emotion_input == "direction" and pipe.config.vae_input_range == "zero_one"
+    assert pipe.config.inference_vae_input_range == "minus_one_one"
     assert pipe.unet.dtype == torch.float32 and not any(p.requires_grad for p in pipe.unet.parameters())
 
 
@@ -83,9 +95,11 @@ def test_official_pipeline_edits_like_the_modules_it_was_saved_from(official_dir
     pipe = load_official(official_dir, base=tiny_base_dir)
     expected = edit(reference, inputs)
     assert torch.equal(edit(pipe, inputs), expected)
-    # Official inference feeds the VAE 2x-1 even though training fed [0, 1] (config records the latter).
-    assert torch.equal(edit(pipe, inputs, vae_input_range="minus_one_one"), expected)
-    assert not torch.equal(edit(pipe, inputs, vae_input_range="zero_one"), expected)
+    # Official inference feeds the VAE 2x-1 although training fed [0, 1]: the config records both and
+    # the edit reads the inference one, so feeding [0, 1] (the training convention) is visibly different.
+    assert (pipe.config.vae_input_range, pipe.config.inference_vae_input_range) == ("zero_one", "minus_one_one")
+    pipe.register_to_config(inference_vae_input_range="zero_one")
+    assert not torch.equal(edit(pipe, inputs), expected)
 
 
 def test_converted_folder_gives_identical_edits(official_dir, tiny_base_dir, inputs, tmp_path):
@@ -96,11 +110,10 @@ def test_converted_folder_gives_identical_edits(official_dir, tiny_base_dir, inp
     assert not list(out.rglob("*.bin")) and len(list(out.rglob("*.safetensors"))) == 3
     index = json.loads((out / "model_index.json").read_text())
     assert index["emotion_input"] == "direction" and index["vae_input_range"] == "zero_one"
+    assert index["inference_vae_input_range"] == "minus_one_one"
     converted = EmoEditorPipeline.from_pretrained(out)
     direct = load_official(official_dir, base=tiny_base_dir)
     assert torch.equal(edit(converted, inputs), edit(direct, inputs))
-    from emoeditor.editing.loading import load_model
-
     bf16 = load_model(out, torch_dtype=torch.bfloat16)  # test.py's loader, exported folder
     assert bf16.unet.dtype == torch.bfloat16 and bf16.emotion_encoder.dtype == torch.float32
 
@@ -202,13 +215,15 @@ def test_download_verifies_records_sha256_and_skips_when_present(tmp_path):
     payload = small_checkpoint(tmp_path / "src.pt")
     drive = FakeDrive(payload)
     root = tmp_path / "repo"
-    assert download_release(root, ["models"], fetch=drive, files=[release_file()]) == {"model/model_emoenc.pt": "downloaded"}
+    status = download_release(root, ["models"], fetch=drive, files=[release_file()])
+    assert status == {"model/model_emoenc.pt": "downloaded"}
     dest = root / "model" / "model_emoenc.pt"
     assert dest.read_bytes() == payload and not list(dest.parent.glob("*.download*"))
     assert read_checksums(dest.parent) == {"model_emoenc.pt": hashlib.sha256(payload).hexdigest()}
     line = (dest.parent / "SHA256SUMS").read_text()
     assert line == f"{hashlib.sha256(payload).hexdigest()}  model_emoenc.pt\n"  # `sha256sum -c` format
-    assert download_release(root, ["models"], fetch=drive, files=[release_file()])["model/model_emoenc.pt"] == "present"
+    status = download_release(root, ["models"], fetch=drive, files=[release_file()])
+    assert status["model/model_emoenc.pt"] == "present"
     assert drive.calls == 1
 
 

@@ -1,15 +1,17 @@
 """One edit: official timestep schedule, batched DDIM, determinism, replay, save/load, CFG."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from emoeditor.constants import LATENT_SCALE, SD_V1_DDIM_CONFIG
+from emoeditor.editing.pipeline import EmoEditorPipeline, ddim_step, official_timesteps
 from emoeditor.errors import EmoEditorError
 from emoeditor.imageio import to_uint8
 from emoeditor.models.components import load_base_components, sd_v1_ddim_scheduler
 from emoeditor.models.emotion_encoder import EmotionEncoder
-from emoeditor.editing.pipeline import EmoEditorPipeline, ddim_step, official_timesteps
 from emoeditor.models.tiny import TINY_ENCODER_HIDDEN, TINY_IMAGE_SIZE, TINY_TEXT_DIM, tiny_emotion_encoder
 
 STEPS = 4  # few steps keep the tests fast; the schedule maths is tested separately at 30
@@ -185,6 +187,37 @@ def test_save_pretrained_round_trip(pipe, inputs, tmp_path):
     a = pipe(images, emotions, generator=gens(1, 2, 3), num_inference_steps=STEPS)
     b = loaded(images, emotions, generator=gens(1, 2, 3), num_inference_steps=STEPS)
     assert torch.equal(a.images, b.images)
+
+
+def test_vae_input_conventions_come_from_the_config(pipe, inputs, tmp_path):
+    """The edit feeds the VAE as config.inference_vae_input_range says; vae_input_range (training) is a record."""
+    images, emotions = inputs
+    components = {k: v for k, v in pipe.components.items() if v is not None}
+    trained_01 = EmoEditorPipeline(**components, vae_input_range="zero_one")  # official weights' config
+    fed_01 = EmoEditorPipeline(**components, vae_input_range="zero_one", inference_vae_input_range="zero_one")
+    for p in (trained_01, fed_01):
+        p.set_progress_bar_config(disable=True)
+    default = pipe(images, emotions, generator=gens(1, 2, 3), num_inference_steps=STEPS).images
+    recorded_01 = trained_01(images, emotions, generator=gens(1, 2, 3), num_inference_steps=STEPS).images
+    assert torch.equal(recorded_01, default)
+    with torch.no_grad():
+        assert torch.equal(fed_01.encode_condition(images), pipe.vae.encode(images).latent_dist.mode())
+    edited_01 = fed_01(images, emotions, generator=gens(1, 2, 3), num_inference_steps=STEPS).images
+    assert not torch.equal(edited_01, default)
+
+    fed_01.save_pretrained(tmp_path / "model")
+    loaded = EmoEditorPipeline.from_pretrained(tmp_path / "model")
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.config.inference_vae_input_range == "zero_one"
+    assert torch.equal(loaded(images, emotions, generator=gens(1, 2, 3), num_inference_steps=STEPS).images, edited_01)
+    # An export from before the key existed was edited with 2x-1, and still is.
+    index_path = tmp_path / "model" / "model_index.json"
+    index = json.loads(index_path.read_text())
+    del index["inference_vae_input_range"]
+    index_path.write_text(json.dumps(index))
+    assert EmoEditorPipeline.from_pretrained(tmp_path / "model").config.inference_vae_input_range == "minus_one_one"
+    with pytest.raises(EmoEditorError, match="inference_vae_input_range.*minus_one_one"):
+        EmoEditorPipeline(**components, inference_vae_input_range="0_1")
 
 
 def test_output_types_and_dtype(pipe, inputs, tiny_base_dir):

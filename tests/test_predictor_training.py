@@ -9,13 +9,19 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
-from emoeditor.constants import EMOTIONS
-from emoeditor.errors import EmoEditorError, MissingWeightsError
-from emoeditor.models.predictor import load_predictor
-from emoeditor.training.predictor import EmotionImageDataset, build_predictor, lr_multiplier, make_optimizer
 from emoeditor.cli.train_predictor import build_parser
+from emoeditor.constants import EMOTIONS
 from emoeditor.data.emoset import load_split
 from emoeditor.data.toy_emoset import write_toy_emoset
+from emoeditor.errors import EmoEditorError, MissingWeightsError
+from emoeditor.models.predictor import load_predictor
+from emoeditor.training.predictor import (
+    EmotionImageDataset,
+    build_predictor,
+    lr_multiplier,
+    make_optimizer,
+    save_training_state,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -126,8 +132,25 @@ def test_resume_continues_where_it_stopped(toy_release, tmp_path):
     second = torch.load(tmp_path / "training_state.pt", weights_only=True)
     assert second["epoch"] == 2 and second["step"] == 2 * first["step"]
     assert [h["epoch"] for h in second["history"]] == [1, 2]
+    assert not list(tmp_path.glob(".*.tmp*"))  # every atomic write was renamed into place
     with pytest.raises(SystemExit):  # run_cli turns a missing state into a clear error
         train_predictor.run_cli(lambda: train_predictor.main(args + ["--resume", "--output_dir", str(tmp_path / "x")]))
+
+
+def test_training_state_is_written_atomically(tmp_path, monkeypatch):
+    path = save_training_state(tmp_path / "training_state.pt", {"epoch": 1, "w": torch.ones(3)})
+
+    def killed(obj, f, *args, **kwargs):  # dies half-way through writing
+        with open(f, "wb") as fh:
+            fh.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_training_state(path, {"epoch": 2, "w": torch.zeros(3)})
+    monkeypatch.undo()
+    state = torch.load(path, weights_only=True)  # the previous epoch's state, intact
+    assert state["epoch"] == 1 and torch.equal(state["w"], torch.ones(3))
 
 
 def test_imagenet_init_from_a_local_file_only(tmp_path, monkeypatch):

@@ -2,10 +2,9 @@
 
 
 import pytest
+from repo_scripts import REPO, load_script
 
 from emoeditor.config import parse_args
-
-from repo_scripts import REPO, load_script
 
 
 def _script_parser(name):

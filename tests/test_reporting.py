@@ -7,8 +7,18 @@ import pytest
 from PIL import Image
 
 from emoeditor.constants import EMOTIONS, PAPER_TABLE1
-from emoeditor.evaluation.reporting import (bootstrap_ci, example_grid, per_emotion, plot_bars, plot_iteration_curves,
-                                 read_csv, summarize, table_rows, write_csv, write_table)
+from emoeditor.evaluation.reporting import (
+    bootstrap_ci,
+    example_grid,
+    per_emotion,
+    plot_bars,
+    plot_iteration_curves,
+    read_csv,
+    summarize,
+    table_rows,
+    write_csv,
+    write_table,
+)
 
 
 def _rows(n=40, seed=0):
@@ -63,7 +73,8 @@ def test_per_emotion_and_csv_roundtrip(tmp_path):
     by_target = [r for r in table if r["by"] == "target"]
     assert sum(r["n"] for r in by_target) == 20
     one = next(r for r in by_target if r["relation"] == "cross" and r["emotion"] == by_target[0]["emotion"])
-    mine = [r for r in rows if r["method"] == "ours" and r["relation"] == "cross" and r["target_name"] == one["emotion"]]
+    mine = [r for r in rows
+            if r["method"] == "ours" and r["relation"] == "cross" and r["target_name"] == one["emotion"]]
     assert one["ESS"] == pytest.approx(np.mean([r["ess"] for r in mine]))
     path = write_csv(rows, tmp_path / "results.csv")
     back = read_csv(path)

@@ -8,7 +8,14 @@ import torch
 from emoeditor.errors import MissingWeightsError
 from emoeditor.models.components import load_base_components
 from emoeditor.models.predictor import build_resnet18, load_predictor
-from emoeditor.models.tiny import TINY_IMAGE_SIZE, tiny_unet
+from emoeditor.models.tiny import (
+    TINY_IMAGE_SIZE,
+    tiny_emotion_encoder,
+    tiny_predictor,
+    tiny_text_encoder,
+    tiny_unet,
+    tiny_vae,
+)
 
 
 def test_base_folder_layout_and_loading(tiny_base_dir):
@@ -62,8 +69,6 @@ def test_missing_predictor_says_where_to_get_it(tmp_path):
 
 
 def test_building_components_leaves_the_global_rng_alone():
-    from emoeditor.models.tiny import tiny_emotion_encoder, tiny_predictor, tiny_text_encoder, tiny_vae
-
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)

@@ -4,17 +4,16 @@ import json
 
 import pytest
 import torch
+from repo_scripts import REPO, load_script
 from safetensors.torch import load_file
+from tiny_training import loss_inputs, tiny_model
 
-from emoeditor.training import checkpoint as ckpt
 from emoeditor.cli import train as train_cli
-from emoeditor.training import trainer as training
 from emoeditor.constants import LATENT_SCALE
 from emoeditor.models.components import sd_v1_ddim_scheduler
-from emoeditor.models.tiny import TINY_ENCODER_HIDDEN, TINY_TEXT_DIM, tiny_unet
-from emoeditor.models.emotion_encoder import EmotionEncoder
-
-from repo_scripts import REPO, load_script
+from emoeditor.models.tiny import TINY_ENCODER_HIDDEN
+from emoeditor.training import checkpoint as ckpt
+from emoeditor.training import trainer as training
 
 
 def make_args(tmp_path, tiny_base_dir, toy_emopair, name="run", **overrides):
@@ -38,22 +37,6 @@ def scalars(args, tag):
 
 def final_weights(args):
     return load_file(str(ckpt.list_checkpoints(ckpt.checkpoint_root(args.save_model_dir))[-1] / ckpt.MODEL_FILE))
-
-
-def tiny_model(learned_null=False):
-    torch.manual_seed(0)
-    enc = EmotionEncoder(hidden_dims=TINY_ENCODER_HIDDEN, embed_dim=TINY_TEXT_DIM, learned_null=learned_null)
-    if learned_null:
-        torch.nn.init.normal_(enc.null_embedding)
-    return training.EmoEditorDenoiser(tiny_unet(0), enc)
-
-
-def loss_inputs(seed=1, batch=3):
-    g = torch.Generator().manual_seed(seed)
-    return dict(target_moments=torch.randn(batch, 8, 16, 16, generator=g),
-                source_latent=torch.randn(batch, 4, 16, 16, generator=g),
-                emotion=torch.randn(batch, 8, generator=g),
-                text_embedding=torch.randn(batch, 77, TINY_TEXT_DIM, generator=g))
 
 
 def test_compute_loss_equals_independent_computation():
@@ -111,7 +94,8 @@ def test_cond_dropout_feeds_the_null_embedding():
     torch.testing.assert_close(eps, ref)
     torch.testing.assert_close(e, model.emotion_encoder(x["emotion"]))  # L_emb sees e, not the null
     # With dropout in compute_loss the learned null gets a gradient.
-    training.compute_loss(model, sched, **x, generator=torch.Generator().manual_seed(0), cond_dropout=0.99).loss.backward()
+    terms = training.compute_loss(model, sched, **x, generator=torch.Generator().manual_seed(0), cond_dropout=0.99)
+    terms.loss.backward()
     assert model.emotion_encoder.null_embedding.grad.abs().sum() > 0
 
 
@@ -157,7 +141,8 @@ def test_loss_decreases_and_export_loads(tmp_path, tiny_base_dir, toy_emopair):
     assert pipe.emotion_encoder.config.learned_null
     for sub in ("unet", "vae", "scheduler", "text_encoder", "tokenizer", "emotion_encoder"):
         assert (export / sub).is_dir()
-    torch.testing.assert_close(pipe.emotion_encoder.fc[0].weight, weights["emotion_encoder.fc.0.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(pipe.emotion_encoder.fc[0].weight, weights["emotion_encoder.fc.0.weight"],
+                               rtol=0, atol=0)
     torch.testing.assert_close(pipe.unet.conv_in.weight, weights["unet.conv_in.weight"], rtol=0, atol=0)
     summary = json.loads((export / "training_summary.json").read_text())
     assert summary["rank_weight_digests"] == [training.weights_digest(weights)]
@@ -320,7 +305,8 @@ def test_nonfinite_losses_skip_steps_then_stop(tmp_path, tiny_base_dir, toy_emop
     assert summary["nonfinite_total"] == 1 and summary["steps"] == 3
     assert all(torch.isfinite(v).all() for v in final_weights(args).values())
 
-    monkeypatch.setattr(training, "compute_loss", lambda *a, **kw: real(*a, **kw)._replace(loss=torch.tensor(float("inf"), requires_grad=True)))
+    monkeypatch.setattr(training, "compute_loss", lambda *a, **kw: real(*a, **kw)._replace(
+        loss=torch.tensor(float("inf"), requires_grad=True)))
     args = make_args(tmp_path, tiny_base_dir, toy_emopair, "all_nan", max_steps=10, max_nonfinite=3)
     with pytest.raises(training.TrainingError, match="3 non-finite losses in a row"):
         training.train(args)
@@ -352,8 +338,8 @@ def test_train_cli_uses_yaml_preset_as_defaults(tmp_path, tiny_base_dir, toy_emo
     assert args.batch_size == 4 and args.lambda_emb == 0.25 and args.json_path == str(json_path)
     with pytest.raises(SystemExit):  # a typo is an argparse error, not a ValueError from inside diffusers
         parse_args(train_cli.build_parser(), ["--lr_scheduler", "cosin"])
-    for name in ("paper", "tiny"):
-        parse_args(train_cli.build_parser(), ["--config", str(REPO / "configs" / f"{name}.yaml")])  # presets only name real flags
+    for name in ("paper", "tiny"):  # presets only name real flags
+        parse_args(train_cli.build_parser(), ["--config", str(REPO / "configs" / f"{name}.yaml")])
     assert callable(train_script.main)
 
 

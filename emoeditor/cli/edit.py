@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import re
@@ -16,16 +15,17 @@ import torch
 from tqdm.auto import tqdm
 
 from emoeditor.config import parse_args
-from emoeditor.constants import (EMOTIONS, IMAGE_SIZE, IP2P_HUB_ID, NOISE_START_RANGE, NUM_EMOTIONS, NUM_INFERENCE_STEPS,
-                        NUM_LOOP)
-from emoeditor.editing.critic import CONFIDENCE_MODES, CRITICS, DIRECTION_SOURCES, CriticConfig, target_confidence
+from emoeditor.constants import IMAGE_SIZE, IP2P_HUB_ID, NOISE_START_RANGE, NUM_EMOTIONS, NUM_INFERENCE_STEPS, NUM_LOOP
+from emoeditor.editing.critic import CONFIDENCE_MODES, CRITICS, DIRECTION_SOURCES, SOURCE_INDEX, CriticConfig
+from emoeditor.editing.loading import load_model
+from emoeditor.editing.loop import IterativeInference, Job, JobResult
+from emoeditor.editors.emoeditor import EmoEditorEditor
 from emoeditor.emotions import onehot, other_emotions, parse_target, target_label
 from emoeditor.errors import EmoEditorError, ImageLoadError
+from emoeditor.fileio import atomic_write_text
 from emoeditor.imageio import list_images, load_image, save_image
 from emoeditor.models.predictor import load_predictor
-from emoeditor.editing.loop import IterativeInference, Job, JobResult, PipelineBackend
-from emoeditor.editing.loading import load_model
-
+from emoeditor.seeding import mix_seed
 
 # ----------------------------------------------------------------------------------------------
 # test.py: files in, edited files + traces + summary CSV out
@@ -43,15 +43,13 @@ def job_seed(seed: int, name: str, label: str, mode: str = "same") -> int:
     """The seed of one job's generator; never depends on batch composition or process count.
 
     'same' (default): every job uses ``--random_seed`` itself, exactly as the official script run
-    once per image, so a folder run gives what running each file alone gives. 'hashed': the
-    first 8 bytes of sha256("seed|file name|target label"), so the jobs of a run draw different
-    noise.
+    once per image, so a folder run gives what running each file alone gives. 'hashed':
+    ``mix_seed(seed, "edit", file name, target label)``, so the jobs of a run draw different noise.
     """
     if mode == "same":
         return int(seed)
     if mode == "hashed":
-        digest = hashlib.sha256(f"{seed}|{name}|{label}".encode()).digest()
-        return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+        return mix_seed(seed, "edit", name, label)
     raise ValueError(f"unknown seed mode {mode!r}; choose one of {SEED_MODES}")
 
 
@@ -100,12 +98,12 @@ def _process_state(device_spec: str):
 def write_tiny_assets(model_dir: str | Path, predictor_path: str | Path, input_path: Optional[str | Path] = None,
                       seed: int = 0) -> None:
     """Random-weight tiny model, predictor and two demo photos where they are missing (CPU smoke runs)."""
-    from skimage import data
     from PIL import Image
+    from skimage import data
 
     from emoeditor.editing.pipeline import EmoEditorPipeline
-    from emoeditor.models.predictor import save_predictor
     from emoeditor.models.components import sd_v1_ddim_scheduler
+    from emoeditor.models.predictor import save_predictor
     from emoeditor.models.tiny import tiny_emotion_encoder, tiny_predictor, tiny_unet, tiny_vae
 
     model_dir, predictor_path = Path(model_dir), Path(predictor_path)
@@ -163,19 +161,12 @@ def _strip(result: JobResult) -> torch.Tensor:
 
 
 def _row(result: JobResult, out_path: Path) -> dict:
-    tr = result.trace
-    ret = tr["returned"]
-    if ret is None or ret < 0:
-        ssim, probs = 1.0, tr["source_probs"]
-    else:
-        ssim, probs = tr["iterations"][ret]["ssim"], tr["iterations"][ret]["probs"]
-    target = torch.tensor(tr["target"])
+    tr, res = result.trace, result.critic
     return {
         "input": tr["input"], "target": tr["target_label"], "seed": tr["seed"], "output": str(out_path),
-        "iterations": len(tr["iterations"]), "returned": "source" if ret is not None and ret < 0 else ret,
-        "accepted": tr["accepted"], "ssim": f"{ssim:.6f}",
-        "target_confidence": f"{target_confidence(torch.tensor(probs), target, tr['thresholds']['confidence_mode']):.6f}",
-        "top_class": EMOTIONS[int(torch.tensor(probs).argmax())], "reason": tr["reason"],
+        "iterations": len(tr["iterations"]), "returned": "source" if res.index == SOURCE_INDEX else res.index,
+        "accepted": res.accepted, "ssim": f"{res.ssim:.6f}", "target_confidence": f"{res.target_confidence:.6f}",
+        "top_class": res.top_class, "reason": res.reason,
     }
 
 
@@ -199,14 +190,14 @@ def merge_csv(out_dir: Path, name: str, world: int, fields: Sequence[str] = SUMM
     return out_dir / name
 
 
-def build_engine(pipe, predictor, args, device: torch.device, keep_candidates: bool = False) -> IterativeInference:
-    mode = args.emotion_input or pipe.config.emotion_input
+def build_engine(pipe, predictor, args, device: torch.device, return_candidates: bool = False) -> IterativeInference:
     critic = CriticConfig(args.critic, num_loop=args.num_loop, ssim_low=args.ssim_low, ssim_high=args.ssim_high,
                           confidence=args.confidence, confidence_mode=args.confidence_mode,
                           direction_probs=args.direction_probs)
-    backend = PipelineBackend(pipe, args.num_inference_steps, tuple(args.noise_range), args.guidance_scale)
-    return IterativeInference(backend, predictor.probs, critic, emotion_input_mode=mode, batch_size=args.batch_size,
-                              ssim_backend=args.ssim_backend, device=device, keep_candidates=keep_candidates)
+    editor = EmoEditorEditor(pipe, predictor, args.emotion_input, args.num_inference_steps, tuple(args.noise_range),
+                             args.guidance_scale)
+    return IterativeInference(editor, predictor.probs, critic, batch_size=args.batch_size,
+                              ssim_backend=args.ssim_backend, device=device, return_candidates=return_candidates)
 
 
 TEST_USAGE = """Edit images toward a target emotion with iterative emotion inference (paper Sec. 3.3).
@@ -230,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input_path", default="demo_img/demo_fire.png", help="an image, a folder or a glob")
     p.add_argument("--target_emo", default="awe",
                    help="an emotion, a mixture (awe:0.5,excitement:0.5), or 'all' (the 7 emotions other than "
-                        "P's top class on the source, the paper's protocol)")
+                        "P's top class on the source; the paper's evaluation instead excludes the source's "
+                        "EmoSet label, which scripts/evaluate.py does)")
     p.add_argument("--test_save_dir", default="save_test_res")
     p.add_argument("--num_inference_steps", type=int, default=NUM_INFERENCE_STEPS)
     p.add_argument("--num_loop", type=int, default=NUM_LOOP, help="at most this many edits per job")
@@ -321,7 +313,7 @@ def run_inference(args, process=None) -> dict:
         pipe.unet = torch.compile(pipe.unet)
         predictor.net = torch.compile(predictor.net)
     keep = bool(args.save_strip or args.save_candidates)
-    engine = build_engine(pipe, predictor, args, device, keep_candidates=keep)
+    engine = build_engine(pipe, predictor, args, device, return_candidates=keep)
 
     out_dir = Path(args.test_save_dir)
     (out_dir / "traces").mkdir(parents=True, exist_ok=True)
@@ -340,7 +332,7 @@ def run_inference(args, process=None) -> dict:
             out_path = save_image(result.image, out_dir / name)
             stem = Path(name).stem
             result.trace["output"] = str(out_path)
-            (out_dir / "traces" / f"{stem}.json").write_text(trace_json(result.trace))
+            atomic_write_text(out_dir / "traces" / f"{stem}.json", trace_json(result.trace))
             if args.save_strip:
                 save_image(_strip(result), out_dir / "strips" / f"{stem}.png")
             if args.save_candidates:

@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
-
-from emoeditor.constants import (ADAM_EPS, BATCH_SIZE, CHECKPOINT_EVERY, DDP_TIMEOUT_S, EMOTION_ENCODER_HIDDEN, EMOTION_INPUTS,
-                        IMAGE_EVERY, IMAGE_SIZE, IP2P_HUB_ID, KEEP_LAST, LAMBDA_EMB, LEARNING_RATE,
-                        LOG_EVERY, MAX_EPOCH, MAX_NONFINITE, NUM_INFERENCE_STEPS, OFFICIAL_ADAM_EPS, VAE_INPUT_RANGES)
+from emoeditor.config import parse_args
+from emoeditor.constants import (
+    ADAM_EPS,
+    BATCH_SIZE,
+    CHECKPOINT_EVERY,
+    DDP_TIMEOUT_S,
+    EMOTION_ENCODER_HIDDEN,
+    EMOTION_INPUTS,
+    IMAGE_EVERY,
+    IMAGE_SIZE,
+    IP2P_HUB_ID,
+    KEEP_LAST,
+    LAMBDA_EMB,
+    LEARNING_RATE,
+    LOG_EVERY,
+    MAX_EPOCH,
+    MAX_NONFINITE,
+    NUM_INFERENCE_STEPS,
+    OFFICIAL_ADAM_EPS,
+    VAE_INPUT_RANGES,
+)
 from emoeditor.data.emopair import add_emopair_args
-from emoeditor.training.trainer import LR_SCHEDULERS, MIXED_PRECISION, NULL_EMBEDDINGS
+from emoeditor.training.trainer import (
+    LR_SCHEDULERS,
+    MIXED_PRECISION,
+    NULL_EMBEDDINGS,
+    TRAIN_TIMESTEPS,
+    cache_latents,
+    train,
+)
 
 
 # --------------------------------------------------------------------------------------- arguments
@@ -40,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cond_dropout", type=float, default=0.0,
                    help="probability of replacing the emotion embedding by the null one (enables CFG)")
     g.add_argument("--null_embedding", default="learned", choices=NULL_EMBEDDINGS)
+    g.add_argument("--train_timesteps", default="uniform", choices=TRAIN_TIMESTEPS,
+                   help="uniform: t ~ U{0..999} (paper). official: as the official train.py, whose preview edit "
+                        "leaves its T ~ U{700..980} in the scheduler: step 0 draws t < 1000, later steps t < T, "
+                        "T redrawn every 10,000 steps")
     g = p.add_argument_group("optimisation")
     g.add_argument("--lambda_emb", type=float, default=LAMBDA_EMB, help="0 = the paper's 'w/o L_emb' ablation")
     g.add_argument("--learning_rate", type=float, default=LEARNING_RATE)
@@ -83,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint and exit at this step without exporting (a job with a time limit)")
     g.add_argument("--log_every", type=int, default=LOG_EVERY)
     g.add_argument("--image_every", type=int, default=IMAGE_EVERY, help="image strip every N steps (0 = never)")
-    g.add_argument("--preview_steps", type=int, default=NUM_INFERENCE_STEPS, help="DDIM steps of the image strip's edit")
+    g.add_argument("--preview_steps", type=int, default=NUM_INFERENCE_STEPS,
+                   help="DDIM steps of the image strip's edit")
     g.add_argument("--no_progress", action="store_true")
     return p
 
@@ -97,3 +127,19 @@ def default_args(**overrides) -> argparse.Namespace:
     vars(args).update(overrides)
     return args
 
+
+
+def main(argv=None):
+    """train.py: flags (and an optional --config preset) -> train."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return train(parse_args(build_parser(), argv))
+
+
+def cache_latents_main(argv=None):
+    """scripts/cache_latents.py: train.py's flags (so the cache matches the run) -> the latent cache."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    parser.description = "Build the latent cache (VAE posteriors + CLIP text embeddings) for train.py --latent_cache."
+    path = cache_latents(parse_args(parser, argv))
+    print(f"latent cache ready: {path}")
+    return path

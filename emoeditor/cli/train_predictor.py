@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-
-from emoeditor.constants import (IMAGE_SIZE, PREDICTOR_NORMALIZATIONS, RESNET18_IMAGENET_FILE)
-from emoeditor.training.predictor import AUGMENTATIONS, LAYOUTS, OPTIMIZERS, PRECISIONS, SCHEDULES, STATE_FILE
-
+from emoeditor.config import parse_args
+from emoeditor.constants import IMAGE_SIZE, PREDICTOR_NORMALIZATIONS, RESNET18_IMAGENET_FILE
+from emoeditor.data.emoset import LAYOUTS
+from emoeditor.training.predictor import AUGMENTATIONS, OPTIMIZERS, PRECISIONS, SCHEDULES, STATE_FILE, train_predictor
 
 # ----------------------------------------------------------------------------------- training
 
@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Fine-tune the ResNet18 emotion predictor on EmoSet.",
                                 formatter_class=_HelpFormatter)
     p.add_argument("--data_root", required=False, default=None, help="EmoSet root (release layout or class folders)")
-    p.add_argument("--layout", choices=LAYOUTS, default="auto", help="data layout; auto detects train.json")
+    p.add_argument("--layout", choices=LAYOUTS, default="auto",
+                   help="EmoSet layout; auto: a release if train/val/test.json exists, else class folders")
     p.add_argument("--val_fraction", type=float, default=0.1, help="flat class folders only: share held out for val")
     p.add_argument("--test_fraction", type=float, default=0.1, help="flat class folders only: share held out for test")
     p.add_argument("--output_dir", default="runs/predictor", help="where weights, metrics and logs go")
@@ -55,3 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+
+
+def main(argv=None, description: str | None = None) -> dict:
+    """scripts/train_predictor.py: flags (and an optional --config preset) -> train_predictor."""
+    parser = build_parser()
+    if description:
+        parser.description = description
+    return train_predictor(parse_args(parser, argv))

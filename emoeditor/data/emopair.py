@@ -111,7 +111,8 @@ def _softmax_problems(probs: object) -> list[str]:
     if not isinstance(probs, (list, tuple)):
         return [f"source_softmax must be a list of {NUM_EMOTIONS} floats, got {type(probs).__name__}"]
     if len(probs) != NUM_EMOTIONS:
-        return [f"source_softmax has {len(probs)} values, expected {NUM_EMOTIONS} (one per emotion: {', '.join(EMOTIONS)})"]
+        return [f"source_softmax has {len(probs)} values, expected {NUM_EMOTIONS} "
+                f"(one per emotion: {', '.join(EMOTIONS)})"]
     if not all(type(p) in (float, int) or (isinstance(p, Real) and not isinstance(p, bool)) for p in probs):
         return [f"source_softmax must hold numbers only, got {probs!r}"]
     if not all(math.isfinite(p) for p in probs):
@@ -208,7 +209,8 @@ def _validate_indexed(indexed: Sequence[tuple[int, object]], root: Path, check_i
 def add_emopair_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The EmoPair flags, so every entry point that reads EmoPair spells them the same way."""
     group = parser.add_argument_group("EmoPair data")
-    group.add_argument("--json_path", default=EMOPAIR_JSON, help="EmoPair annotation file (official data_EmoPair.json)")
+    group.add_argument("--json_path", default=EMOPAIR_JSON,
+                       help="EmoPair annotation file (official data_EmoPair.json)")
     group.add_argument("--data_root", default=EMOPAIR_ROOT, help="folder the annotation image paths are relative to")
     group.add_argument("--subset", default="all", choices=EMOPAIR_SUBSETS,
                        help="EPGS: entries whose img_src_path contains 'EPGS' (official rule); EPAS: the rest")

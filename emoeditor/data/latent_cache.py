@@ -122,9 +122,13 @@ def build_shards(dataset: Dataset, cache_dir: str | Path, vae, text_encoder, tok
             bar.update(len(batch["prompt"]))
         tensors = {key: torch.cat(value).contiguous() for key, value in parts.items()}
         metadata = {"prompts": json.dumps(prompts), "transitions": json.dumps(transitions)}
-        atomic_write(_shard_path(cache_dir, k), lambda tmp: save_file(tensors, str(tmp), metadata=metadata), tag=str(rank))
+        _write_shard(_shard_path(cache_dir, k), tensors, metadata, tag=str(rank))
     bar.close()
     return todo
+
+
+def _write_shard(path: Path, tensors: dict, metadata: dict, tag: str) -> None:
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), tag=tag)
 
 
 def finalize_cache(cache_dir: str | Path) -> Path:
@@ -134,8 +138,9 @@ def finalize_cache(cache_dir: str | Path) -> Path:
     num_shards = (meta["num_items"] + meta["shard_size"] - 1) // meta["shard_size"]
     missing = [k for k in range(num_shards) if not _shard_path(cache_dir, k).exists()]
     if missing:
-        raise LatentCacheError(f"{cache_dir}: shards {missing[:5]} are missing; run the cache build again (it resumes)")
-    (cache_dir / COMPLETE_FILE).write_text("ok\n")
+        raise LatentCacheError(f"{cache_dir}: shards {missing[:5]} are missing; run the cache build again "
+                               f"(it resumes)")
+    atomic_write_text(cache_dir / COMPLETE_FILE, "ok\n")
     return cache_dir
 
 
@@ -144,7 +149,8 @@ def read_meta(cache_dir: str | Path) -> Optional[dict]:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def is_complete(cache_dir: str | Path, settings: Optional[dict] = None, entries_fingerprint: Optional[str] = None) -> bool:
+def is_complete(cache_dir: str | Path, settings: Optional[dict] = None,
+                entries_fingerprint: Optional[str] = None) -> bool:
     meta = read_meta(cache_dir)
     if meta is None or not (Path(cache_dir) / COMPLETE_FILE).exists():
         return False

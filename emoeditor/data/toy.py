@@ -14,7 +14,8 @@ from typing import Union
 
 import numpy as np
 from PIL import Image
-from skimage import color, data as skdata
+from skimage import color
+from skimage import data as skdata
 
 from emoeditor.constants import EMOTIONS, NUM_EMOTIONS
 from emoeditor.errors import EmoEditorError
@@ -131,7 +132,8 @@ def write_toy_emopair(root: Union[str, Path], json_path: Union[str, Path], num_p
     if num_pairs < 1:
         raise EmoEditorError(f"num_pairs must be >= 1, got {num_pairs}")
     if image_size < MIN_SIDE:
-        raise EmoEditorError(f"image_size must be >= {MIN_SIDE} (images smaller than that are rejected), got {image_size}")
+        raise EmoEditorError(f"image_size must be >= {MIN_SIDE} (images smaller than that are rejected), "
+                             f"got {image_size}")
     root, json_path = Path(root), Path(json_path)
     rng = np.random.default_rng(seed)
     photos = {name: load_toy_photo(name) for name in TOY_PHOTOS[:num_pairs]}

@@ -1,9 +1,12 @@
-"""A toy EmoSet made offline from scikit-image's bundled photos, in both layouts the trainer reads.
+"""A toy EmoSet made offline from scikit-image's bundled photos, in both layouts that
+:mod:`emoeditor.data.emoset` reads.
 
 Each image is a random crop of a bundled photo with its emotion's global colour edit
-(:func:`emoeditor.toy_data.emotion_edit`, the same edits as the toy EmoPair) and a cast of a
-per-class hue, so the label is learnable from colour alone: a ResNet18 picks it up within a few dozen steps at 64 px, which is
-what the predictor-training tests and ``configs/predictor_tiny.yaml`` need.
+(:func:`emoeditor.data.toy.emotion_edit`, the same edits as the toy EmoPair) and a cast of a
+per-class hue, so the label is learnable from colour alone: a ResNet18 picks it up within a few
+dozen steps at 64 px, which is what the predictor-training tests and ``configs/predictor_tiny.yaml``
+need. The test split reads it too (its sources come from the ``test`` list by default, so give that
+split images).
 
 Layouts:
 

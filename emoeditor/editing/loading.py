@@ -8,8 +8,9 @@ Official files (ZhangLab-DeepNeuroCogLab/EmoEditor README, test.py):
 
 All load with ``torch.load(weights_only=True)``. The base InstructPix2Pix folder (or hub id)
 only supplies the UNet/VAE *architecture*: every weight comes from the .pt, so the base
-weights are not read. The pipeline records the official training convention
-(direction input, VAE fed [0, 1] in training); inference feeds the VAE 2x-1 exactly as
+weights are not read. The pipeline's config records the official conventions as they are:
+direction input, the VAE fed [0, 1] in training (``vae_input_range="zero_one"``) but 2x-1 at
+inference (``inference_vae_input_range="minus_one_one"``, which the edit reads), exactly as
 official ip2p.py does, so official weights give official results.
 """
 
@@ -25,9 +26,20 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from emoeditor.constants import IP2P_HUB_ID, OFFICIAL_DOWNLOADS, OFFICIAL_EMOENC_FILE, OFFICIAL_UNET_FILE
 from emoeditor.editing.pipeline import EmoEditorPipeline
 from emoeditor.errors import MissingWeightsError
-from emoeditor.models.components import check_base_folder, load_base_components, looks_like_hub_id, sd_v1_ddim_scheduler
-from emoeditor.models.weights import (emotion_encoder_from_state, load_into, load_state_dict, missing_weights,
-                                      split_ip2p_state)
+from emoeditor.models.components import (
+    check_base_folder,
+    load_base_components,
+    looks_like_hub_id,
+    sd_v1_ddim_scheduler,
+)
+from emoeditor.models.predictor import load_predictor, save_predictor
+from emoeditor.models.weights import (
+    emotion_encoder_from_state,
+    load_into,
+    load_state_dict,
+    missing_weights,
+    split_ip2p_state,
+)
 
 
 def load_model(model_dir: str | Path, base_model: str | Path = IP2P_HUB_ID, torch_dtype: Optional[torch.dtype] = None,
@@ -50,7 +62,6 @@ def load_model(model_dir: str | Path, base_model: str | Path = IP2P_HUB_ID, torc
     torch.nn.Module.to(pipe.emotion_encoder, torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
-
 
 
 def _architecture(base: str | Path, subfolder: str, cls):
@@ -99,10 +110,10 @@ def load_official(model_dir: str | Path = "model", base: str | Path = IP2P_HUB_I
         if module is not None:
             module.to(dtype=dtype).eval().requires_grad_(False)
     # official test.py halves only the Ip2p module: the encoder runs in float32, its output is cast
-    torch.nn.Module.to(encoder, torch.float32).eval().requires_grad_(False)  # (see inference.load_model)
+    torch.nn.Module.to(encoder, torch.float32).eval().requires_grad_(False)  # (see load_model)
     parts["scheduler"] = sd_v1_ddim_scheduler()
-    return EmoEditorPipeline(unet=unet, vae=vae, emotion_encoder=encoder, **parts,
-                             emotion_input="direction", vae_input_range="zero_one", cond_dropout=0.0)
+    return EmoEditorPipeline(unet=unet, vae=vae, emotion_encoder=encoder, **parts, emotion_input="direction",
+                             vae_input_range="zero_one", inference_vae_input_range="minus_one_one", cond_dropout=0.0)
 
 
 def convert_official(model_dir: str | Path = "model", base: str | Path = IP2P_HUB_ID,
@@ -114,8 +125,6 @@ def convert_official(model_dir: str | Path = "model", base: str | Path = IP2P_HU
     out = Path(out)
     pipe.save_pretrained(out, safe_serialization=True)
     if predictor is not None:
-        from emoeditor.models.predictor import load_predictor, save_predictor
-
         path = Path(predictor)
         if not path.exists():
             raise missing_weights(path, "official emotion predictor", "emo_predictor")

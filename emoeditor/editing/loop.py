@@ -5,7 +5,7 @@ input of every active job in one batch, scores the candidates with P and SSIM on
 and lets each job's critic decide. A finished job leaves the batch at once and the next queued
 job takes its slot (continuous batching), so a long run keeps the accelerator full.
 
-A job's randomness comes only from its own generator, and the pipeline draws each row from
+A job's randomness comes only from its own generator, and the editor draws each row from
 its row's generator. Kernels, however, pick their summation order by tensor shape (a row of a
 batch of 16 differs from the same row alone by ~1e-6), so every model call is padded to exactly
 `batch_size` rows (`pad_batches=True`): a job's output is then bit-identical whatever else is in
@@ -13,55 +13,23 @@ its batch, whatever the queue order and however many processes share the run, fo
 `batch_size`, device, dtype and (on CPU) thread count. Across different `batch_size` values
 results agree to float rounding only.
 
-The edit itself is duck-typed (`EditBackend`): anything with ``encode_condition(images)`` and
-``edit(images, emotion_inputs, condition, generators) -> (images, start_timesteps)``. The real
-one wraps `EmoEditorPipeline` (`PipelineBackend`); tests script fake ones.
+The edit is any `Editor` (EmoEditor's one diffusion edit, or a baseline): the loop calls its
+`prepare` once per job and its `edit_step` every iteration. `CriticLoop` is the loop as an
+Editor itself, which is what the evaluation and `EmoEditor` with a critic use.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Optional, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 
-from emoeditor.constants import (NOISE_START_RANGE, NUM_INFERENCE_STEPS)
-from emoeditor.editing.critic import SOURCE_INDEX, CriticConfig, JobCritic
-from emoeditor.emotions import emotion_input
+from emoeditor.editing.critic import SOURCE_INDEX, Critic, CriticConfig, CriticResult, make_critic
+from emoeditor.editors.base import Editor, EditRequest, EditResult
 from emoeditor.scoring.ssim import batch_ssim
 
-
-class EditBackend(Protocol):
-    def encode_condition(self, images: torch.Tensor) -> torch.Tensor: ...
-
-    def edit(self, images: torch.Tensor, emotion_inputs: torch.Tensor, condition: torch.Tensor,
-             generators: Sequence[torch.Generator]) -> tuple[torch.Tensor, Optional[torch.Tensor]]: ...
-
-
-class PipelineBackend:
-    """One EmoEditorPipeline edit per call; the source's condition latents are encoded once per job."""
-
-    def __init__(self, pipe, num_inference_steps: int = NUM_INFERENCE_STEPS,
-                 noise_range: tuple[int, int] = NOISE_START_RANGE, guidance_scale: float = 1.0):
-        self.pipe = pipe
-        self.num_inference_steps = num_inference_steps
-        self.noise_range = tuple(noise_range)
-        self.guidance_scale = guidance_scale
-
-    @property
-    def device(self) -> torch.device:
-        return self.pipe.device
-
-    @torch.no_grad()
-    def encode_condition(self, images: torch.Tensor) -> torch.Tensor:
-        return self.pipe.encode_condition(images)
-
-    @torch.no_grad()
-    def edit(self, images, emotion_inputs, condition, generators):
-        out = self.pipe(images, emotion_inputs, condition_latents=condition, generator=list(generators),
-                        num_inference_steps=self.num_inference_steps, noise_range=self.noise_range,
-                        guidance_scale=self.guidance_scale, output_type="pt")
-        return out.images, getattr(out, "start_timesteps", None)
+Predictor = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, H, W) in [0, 1] -> (B, 8) probabilities
 
 
 @dataclass
@@ -80,51 +48,49 @@ class JobResult:
     job: Job
     image: torch.Tensor  # (3, H, W) in [0, 1], on the CPU
     trace: dict
-    candidates: Optional[list[torch.Tensor]] = None  # every iteration's image (keep_candidates=True)
+    critic: CriticResult  # which candidate was returned, why, and its SSIM / P scores
+    candidates: Optional[list[torch.Tensor]] = None  # every iteration's image (return_candidates=True)
 
 
 @dataclass
 class _Active:
     job: Job
-    critic: JobCritic
+    critic: Critic
     generator: torch.Generator
     source: torch.Tensor  # (3, H, W) on the device
-    condition: torch.Tensor
+    prepared: Optional[torch.Tensor]  # the editor's per-source state (EmoEditor: condition latents)
     images: dict  # candidate index -> (3, H, W) on the device (only those the critic may still need)
-    kept: list  # every candidate on the CPU when keep_candidates
+    candidates: list  # every candidate on the CPU when return_candidates
 
 
 class IterativeInference:
     """The critic loop over a stream of jobs, `batch_size` at a time.
 
+    editor: the edit to repeat (its `prepare` and `edit_step`).
     predictor: callable (B, 3, H, W) [0, 1] -> (B, 8) probabilities (EmotionPredictor.probs).
-    emotion_input_mode: 'direction' (target - P(...), see CriticConfig.direction_probs) or 'onehot'.
     ssim_backend: 'torch' (batched on the device), 'skimage' (the official reference, CPU) or a
         callable (sources, images) -> (B,) for tests.
     """
 
-    def __init__(self, backend: EditBackend, predictor: Callable[[torch.Tensor], torch.Tensor],
-                 critic: CriticConfig, emotion_input_mode: str = "direction", batch_size: int = 8,
+    def __init__(self, editor: Editor, predictor: Predictor, critic: CriticConfig, batch_size: int = 8,
                  ssim_backend: str | Callable = "torch", device: Optional[torch.device | str] = None,
-                 keep_candidates: bool = False, pad_batches: bool = True):
+                 return_candidates: bool = False, pad_batches: bool = True):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.backend = backend
+        self.editor = editor
         self.predictor = predictor
         self.critic = critic
-        self.emotion_input_mode = emotion_input_mode
         self.batch_size = batch_size
         self.ssim_backend = ssim_backend
-        self.device = torch.device(device if device is not None else getattr(backend, "device", "cpu"))
-        self.keep_candidates = keep_candidates
+        self.device = torch.device(device if device is not None else getattr(editor, "device", "cpu"))
+        self.return_candidates = return_candidates
         self.pad_batches = pad_batches
 
-    def _pad(self, rows: torch.Tensor) -> torch.Tensor:
+    def _pad(self, rows: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """Fill a partial batch up to batch_size with copies of its first row (results discarded)."""
-        n = rows.shape[0]
-        if not self.pad_batches or n >= self.batch_size:
+        if rows is None or not self.pad_batches or rows.shape[0] >= self.batch_size:
             return rows
-        return torch.cat([rows, rows[:1].expand(self.batch_size - n, *rows.shape[1:])])
+        return torch.cat([rows, rows[:1].expand(self.batch_size - rows.shape[0], *rows.shape[1:])])
 
     def _predict(self, images: torch.Tensor) -> torch.Tensor:
         return self.predictor(self._pad(images)).float().cpu()[: images.shape[0]]
@@ -135,19 +101,15 @@ class IterativeInference:
         sources = torch.stack([j.image for j in jobs]).to(self.device, torch.float32)
         with torch.no_grad():
             probs = self._predict(sources)
-            condition = self.backend.encode_condition(self._pad(sources))[: len(jobs)]
+            prepared = self.editor.prepare(self._pad(sources))
         admitted = []
         for i, job in enumerate(jobs):
             gen = job.generator
             if gen is None:
                 gen = torch.Generator(self.device).manual_seed(int(job.seed))
-            critic = JobCritic(self.critic, job.target, probs[i])
-            admitted.append(_Active(job, critic, gen, sources[i], condition[i], {}, []))
+            critic = make_critic(self.critic, job.target, probs[i])
+            admitted.append(_Active(job, critic, gen, sources[i], None if prepared is None else prepared[i], {}, []))
         return admitted
-
-    def _emotion_input(self, state: _Active) -> torch.Tensor:
-        probs = state.critic.direction_probs if self.emotion_input_mode == "direction" else None
-        return emotion_input(state.critic.target, probs, self.emotion_input_mode)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -180,28 +142,32 @@ class IterativeInference:
             active = still
 
     def _step(self, active: list[_Active]) -> None:
+        n = len(active)
         inputs = torch.stack([s.source if s.critic.next_input == SOURCE_INDEX else s.images[s.critic.next_input]
                               for s in active])
-        emo = torch.stack([self._emotion_input(s) for s in active]).to(self.device)
-        condition = torch.stack([s.condition for s in active])
+        sources = torch.stack([s.source for s in active])
+        prepared = None if active[0].prepared is None else torch.stack([s.prepared for s in active])
         generators = [s.generator for s in active]
         if self.pad_batches:  # padding rows draw from throwaway generators
-            generators += [torch.Generator(self.device).manual_seed(0) for _ in range(self.batch_size - len(active))]
-        images, timesteps = self.backend.edit(self._pad(inputs), self._pad(emo), self._pad(condition), generators)
-        images = images[: len(active)].to(self.device, torch.float32)
+            generators += [torch.Generator(self.device).manual_seed(0) for _ in range(self.batch_size - n)]
+        request = EditRequest(
+            inputs=self._pad(inputs), generators=generators, sources=self._pad(sources), prepared=self._pad(prepared),
+            targets=self._pad(torch.stack([s.critic.target for s in active]).to(self.device)),
+            reference_probs=self._pad(torch.stack([s.critic.direction_probs for s in active]).to(self.device)))
+        out = self.editor.edit_step(request)
+        images = out.images[:n].to(self.device, torch.float32)
+        timesteps = out.start_timesteps
         nonfinite = (~torch.isfinite(images)).flatten(1).any(1).tolist()
         images = torch.nan_to_num(images, nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1)
         probs = self._predict(images)
-        sources = torch.stack([s.source for s in active])
         if callable(self.ssim_backend):
             ssim = self.ssim_backend(sources, images)
         else:
             ssim = batch_ssim(sources, images, backend=self.ssim_backend)
         for i, state in enumerate(active):
-            index = len(state.critic.iterations)
-            state.images[index] = images[i]
-            if self.keep_candidates:
-                state.kept.append(images[i].cpu())
+            state.images[len(state.critic.iterations)] = images[i]
+            if self.return_candidates:
+                state.candidates.append(images[i].cpu())
             t = None if timesteps is None else int(torch.as_tensor(timesteps).flatten()[i])
             it = state.critic.observe(float(ssim[i]), probs[i], start_timestep=t)
             it.nonfinite = nonfinite[i]
@@ -213,7 +179,8 @@ class IterativeInference:
         image = state.source if critic.returned == SOURCE_INDEX else state.images[critic.returned]
         trace = critic.trace()
         trace.update(name=state.job.name, seed=int(state.job.seed), **state.job.meta)
-        return JobResult(state.job, image.cpu(), trace, state.kept if self.keep_candidates else None)
+        return JobResult(state.job, image.cpu(), trace, critic.result(),
+                         state.candidates if self.return_candidates else None)
 
 
 def run_jobs(engine: IterativeInference, jobs: Sequence[Job]) -> list[JobResult]:
@@ -222,3 +189,36 @@ def run_jobs(engine: IterativeInference, jobs: Sequence[Job]) -> list[JobResult]
     results = list(engine.run(jobs))
     return sorted(results, key=lambda r: order[id(r.job)])
 
+
+class CriticLoop(Editor):
+    """Any Editor wrapped in the iterative critic loop (paper Sec. 3.3): EmoEditor, or e.g. "Ip2p + critic".
+
+    Each image of a call becomes a job of the batched loop, drawing only from its own generator.
+    Every job's trace (each iteration's SSIM, P's 8 probabilities, target confidence, accept flag,
+    start timestep, and which candidate was returned and why) comes back in ``EditResult.traces``,
+    so "metrics at max iterations k" can be computed with `emoeditor.editing.critic.replay`
+    without re-running; with ``return_candidates=True`` every iteration's image comes back in
+    ``EditResult.candidates``.
+    """
+
+    def __init__(self, editor: Editor, predictor: Predictor, critic: Optional[CriticConfig] = None,
+                 batch_size: int = 8, ssim_backend: str | Callable = "torch",
+                 device: Optional[torch.device | str] = None, return_candidates: bool = False):
+        self.editor = editor
+        self.name = editor.name
+        self.engine = IterativeInference(editor, predictor, critic or CriticConfig(), batch_size=batch_size,
+                                         ssim_backend=ssim_backend, device=device,
+                                         return_candidates=return_candidates)
+
+    @property
+    def critic(self) -> CriticConfig:
+        return self.engine.critic
+
+    def edit(self, images: torch.Tensor, targets: torch.Tensor,
+             generators: Sequence[torch.Generator]) -> EditResult:
+        jobs = [Job(image=images[i].float(), target=targets[i].float(), seed=int(generators[i].initial_seed()),
+                    name=str(i), generator=generators[i]) for i in range(images.shape[0])]
+        results = run_jobs(self.engine, jobs)
+        candidates = [r.candidates for r in results] if self.engine.return_candidates else None
+        return EditResult(images=torch.stack([r.image for r in results]).to(images.device),
+                          traces=[r.trace for r in results], candidates=candidates)

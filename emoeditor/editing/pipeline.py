@@ -5,6 +5,12 @@ emotion_encoder/ and optionally text_encoder/ + tokenizer/ (used only for traini
 plus model_index.json, which also records how the model was trained (emotion_input,
 vae_input_range, lambda_emb, cond_dropout) so inference needs no flags to match it.
 
+Two VAE input conventions live in the config, because the official code uses two:
+``vae_input_range`` is what the VAE was fed in *training* (official: [0, 1], "zero_one"; a
+record, never read here), ``inference_vae_input_range`` what an edit feeds it (official
+inference: 2x-1, "minus_one_one", for every model, whatever its training fed). The edit reads
+only the latter, from the config, so a loaded model always edits the way it was saved to.
+
 The official edit draws a start timestep T per edit and mutates the shared scheduler
 (``num_train_timesteps = T; set_timesteps(30)``). We never mutate the scheduler: each row gets
 the same timesteps from the pure :func:`official_timesteps` and is stepped by the batched
@@ -24,10 +30,10 @@ from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DCon
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from emoeditor.constants import LAMBDA_EMB, NOISE_START_RANGE, NUM_INFERENCE_STEPS
+from emoeditor.constants import LAMBDA_EMB, NOISE_START_RANGE, NUM_INFERENCE_STEPS, VAE_INPUT_RANGES
 from emoeditor.errors import PipelineInputError
 from emoeditor.models.emotion_encoder import EmotionEncoder
-from emoeditor.models.latents import decode_latents, encode_condition, latent_dist, sample_latents
+from emoeditor.models.latents import decode_latents, encode_condition, encode_latents
 
 Generators = Optional[Union[torch.Generator, Sequence[torch.Generator]]]
 
@@ -109,22 +115,30 @@ class EmoEditorPipeline(DiffusionPipeline):
         vae_input_range: str = "minus_one_one",
         lambda_emb: float = LAMBDA_EMB,
         cond_dropout: float = 0.0,
+        inference_vae_input_range: str = "minus_one_one",
     ):
         super().__init__()
+        for name, value in (("vae_input_range", vae_input_range),
+                            ("inference_vae_input_range", inference_vae_input_range)):
+            if value not in VAE_INPUT_RANGES:
+                raise PipelineInputError(f"{name} must be one of {', '.join(VAE_INPUT_RANGES)}, got {value!r}")
         self.register_modules(unet=unet, vae=vae, scheduler=scheduler, emotion_encoder=emotion_encoder,
                               text_encoder=text_encoder, tokenizer=tokenizer)
+        # An export without inference_vae_input_range (older folders) loads with the default:
+        # the 2x-1 every model was edited with before the key existed.
         self.register_to_config(emotion_input=emotion_input, vae_input_range=vae_input_range,
-                                lambda_emb=lambda_emb, cond_dropout=cond_dropout)
+                                lambda_emb=lambda_emb, cond_dropout=cond_dropout,
+                                inference_vae_input_range=inference_vae_input_range)
 
     @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @torch.no_grad()
-    def encode_condition(self, images: torch.Tensor, vae_input_range: str = "minus_one_one") -> torch.Tensor:
+    def encode_condition(self, images: torch.Tensor) -> torch.Tensor:
         """Condition latents (posterior mode) of [0, 1] source images: compute once per job, reuse per iteration."""
         self._check_images(images, "images")
-        return encode_condition(self.vae, images.to(self._execution_device), vae_input_range)
+        return encode_condition(self.vae, images.to(self._execution_device), self.config.inference_vae_input_range)
 
     # ------------------------------------------------------------------ checks
     def _check_images(self, images, name: str, batch_size: Optional[int] = None):
@@ -184,7 +198,6 @@ class EmoEditorPipeline(DiffusionPipeline):
         per_batch_t: bool = False,
         guidance_scale: float = 1.0,
         output_type: str = "pt",
-        vae_input_range: str = "minus_one_one",
         image_latents: Optional[torch.Tensor] = None,
         return_dict: bool = True,
     ):
@@ -194,9 +207,9 @@ class EmoEditorPipeline(DiffusionPipeline):
         posterior sample, initial noise; the draws happen even when `start_timesteps`/`noise` are
         given, so a replay with a fresh generator of the same seed is exact and overriding T
         alone keeps the same noise. A single generator (or None: torch's global RNG, as the
-        official code) serves the whole batch. `vae_input_range` stays "minus_one_one" for
-        official numerics: official inference feeds 2x-1 even to models trained on [0, 1].
-        `guidance_scale` > 1 applies classifier-free guidance against ``emotion_encoder.null``.
+        official code) serves the whole batch. The VAE is fed as ``config.inference_vae_input_range``
+        says (2x-1 unless a model was saved otherwise: official inference, even for weights trained
+        on [0, 1]). `guidance_scale` > 1 applies classifier-free guidance against ``emotion_encoder.null``.
         """
         # 1. Check inputs
         self._check_images(images, "images")
@@ -204,14 +217,16 @@ class EmoEditorPipeline(DiffusionPipeline):
         device = self._execution_device
         if (not isinstance(emotion_inputs, torch.Tensor) or emotion_inputs.ndim != 2
                 or emotion_inputs.shape != (batch_size, self.emotion_encoder.config.num_emotions)):
-            got = tuple(emotion_inputs.shape) if isinstance(emotion_inputs, torch.Tensor) else type(emotion_inputs).__name__
+            got = (tuple(emotion_inputs.shape) if isinstance(emotion_inputs, torch.Tensor)
+                   else type(emotion_inputs).__name__)
             raise PipelineInputError(f"emotion_inputs must be ({batch_size}, "
                                      f"{self.emotion_encoder.config.num_emotions}), got {got}")
         if output_type not in ("pt", "pil", "np"):
             raise PipelineInputError(f"output_type must be 'pt', 'pil' or 'np', got {output_type!r}")
         if guidance_scale > 1 and self.config.cond_dropout <= 0:
             warnings.warn("guidance_scale > 1 but this model was not trained with cond dropout "
-                          "(cond_dropout=0): its unconditional branch was never trained")
+                          "(cond_dropout=0): its unconditional branch was never trained",
+                          stacklevel=3)  # the caller, past torch.no_grad's wrapper
         rows = self._row_generators(generator, batch_size)
         gen = rows if rows is not None else generator
 
@@ -220,7 +235,8 @@ class EmoEditorPipeline(DiffusionPipeline):
         if start_timesteps is not None:
             start_timesteps = torch.as_tensor(start_timesteps, dtype=torch.long).flatten().cpu()
             if start_timesteps.shape != (batch_size,):
-                raise PipelineInputError(f"start_timesteps must hold {batch_size} values, got {tuple(start_timesteps.shape)}")
+                raise PipelineInputError(f"start_timesteps must hold {batch_size} values, "
+                                         f"got {tuple(start_timesteps.shape)}")
         else:
             start_timesteps = drawn_t
         if (start_timesteps < 0).any() or (start_timesteps >= self.scheduler.config.num_train_timesteps).any():
@@ -231,14 +247,14 @@ class EmoEditorPipeline(DiffusionPipeline):
         step_ratio = start_timesteps // num_inference_steps  # what the official scheduler steps back by
 
         # 3. Encode: emotion embedding, condition latents (mode), image latents (posterior sample)
+        vae_range = self.config.inference_vae_input_range
         embeds = self.emotion_encoder(emotion_inputs.to(device)).to(self.unet.dtype)
         if condition_latents is None:
             condition_images = images if condition_images is None else condition_images
             self._check_images(condition_images, "condition_images", batch_size)
-            condition_latents = encode_condition(self.vae, condition_images.to(device), vae_input_range)
+            condition_latents = encode_condition(self.vae, condition_images.to(device), vae_range)
         condition_latents = condition_latents.to(device=device, dtype=self.unet.dtype)
-        dist = latent_dist(self.vae, images.to(device), vae_input_range)
-        sampled = sample_latents(dist, gen).float()
+        sampled = encode_latents(self.vae, images.to(device), gen, vae_range).float()
         latents = sampled if image_latents is None else image_latents.to(device=device, dtype=torch.float32)
         if condition_latents.shape[0] != batch_size or condition_latents.shape[-2:] != latents.shape[-2:] \
                 or latents.shape != sampled.shape:

@@ -1,11 +1,11 @@
-"""EmoEditor behind the one Editor interface: iterative emotion inference on a batch of images.
+"""EmoEditor behind the one Editor interface: one diffusion edit, and the presets of Table 1's rows.
 
-The evaluation harness calls ``edit(images, targets, generators)``; each image becomes a job
-of the batched critic loop, drawing only from its own generator. Every job's trace (each
-iteration's SSIM, P's 8 probabilities, target confidence, accept flag, start timestep, and
-which candidate was returned and why) comes back in ``EditResult.traces``, so "metrics at max
-iterations k" can be computed with `emoeditor.critic.replay` without re-running; with
-``keep_candidates=True`` each trace also holds every iteration's image (key "candidates").
+`EmoEditorEditor.edit` is one edit (paper Sec. 3.2): the emotion encoder's input is the target
+minus P's probabilities on the source ("direction", what the released weights use) or the
+one-hot target, and the source is the condition. Inside the critic loop (`CriticLoop`, paper
+Sec. 3.3) the source stays the condition while the input is the previous output, and the critic
+chooses which P probabilities the direction subtracts. "ours" is the loop with the paper's
+critic; "w/o P" has two readings (see `PRESETS` below and docs/reproducing_table1.md).
 """
 
 from __future__ import annotations
@@ -15,71 +15,89 @@ from typing import Optional, Sequence
 
 import torch
 
-from emoeditor.constants import IP2P_HUB_ID, NOISE_START_RANGE, NUM_INFERENCE_STEPS
+from emoeditor.constants import IP2P_HUB_ID, NOISE_START_RANGE, NUM_INFERENCE_STEPS, NUM_LOOP
 from emoeditor.editing.critic import CriticConfig
-from emoeditor.editors.base import EditResult, Editor
-from emoeditor.editors.registry import DTYPES, MethodContext, _bool, _typed, register_editor
-from emoeditor.errors import MethodError
-from emoeditor.editing.loop import IterativeInference, Job, PipelineBackend, run_jobs
 from emoeditor.editing.loading import load_model
+from emoeditor.editing.loop import CriticLoop
+from emoeditor.editors.base import Editor, EditRequest, EditResult
+from emoeditor.editors.registry import DTYPES, MethodContext, parse_bool, parse_typed, register_editor, register_preset
+from emoeditor.emotions import emotion_input
+from emoeditor.errors import MethodError
 from emoeditor.models.predictor import EmotionPredictor, load_predictor
 
 
 class EmoEditorEditor(Editor):
+    """One EmoEditorPipeline edit per call; `prepare` encodes the sources' condition latents once."""
+
     name = "emoeditor"
 
-    def __init__(self, pipe, predictor: EmotionPredictor, critic: Optional[CriticConfig] = None,
-                 emotion_input: Optional[str] = None, num_inference_steps: int = NUM_INFERENCE_STEPS,
-                 noise_range: tuple[int, int] = NOISE_START_RANGE, guidance_scale: float = 1.0,
-                 batch_size: int = 8, ssim_backend: str = "torch", keep_candidates: bool = False):
+    def __init__(self, pipe, predictor: Optional[EmotionPredictor] = None, emotion_input: Optional[str] = None,
+                 num_inference_steps: int = NUM_INFERENCE_STEPS, noise_range: tuple[int, int] = NOISE_START_RANGE,
+                 guidance_scale: float = 1.0):
         self.pipe = pipe
         self.predictor = predictor
-        self.critic = critic or CriticConfig()
         self.emotion_input = emotion_input or pipe.config.emotion_input
-        self.backend = PipelineBackend(pipe, num_inference_steps, noise_range, guidance_scale)
-        self.batch_size = batch_size
-        self.ssim_backend = ssim_backend
-        self.keep_candidates = keep_candidates
+        if self.emotion_input == "direction" and predictor is None:
+            raise MethodError("EmoEditor's direction input (target - P(source)) needs the emotion predictor P; "
+                              "pass one, or use emotion_input='onehot'")
+        self.num_inference_steps = num_inference_steps
+        self.noise_range = tuple(noise_range)
+        self.guidance_scale = guidance_scale
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, predictor_path: str | Path, device: str | torch.device = "cpu",
-                        torch_dtype: Optional[torch.dtype] = None, base_model: str | Path = IP2P_HUB_ID,
-                        **kwargs) -> "EmoEditorEditor":
+    def from_pretrained(cls, model_dir: str | Path, predictor_path: Optional[str | Path] = None,
+                        device: str | torch.device = "cpu", torch_dtype: Optional[torch.dtype] = None,
+                        base_model: str | Path = IP2P_HUB_ID, **kwargs) -> "EmoEditorEditor":
         """From an exported pipeline folder (or the official .pt files) and a predictor path."""
         pipe = load_model(model_dir, base_model, torch_dtype, device)
-        return cls(pipe, load_predictor(predictor_path, device=device), **kwargs)
+        predictor = load_predictor(predictor_path, device=device) if predictor_path is not None else None
+        return cls(pipe, predictor, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe.device
+
+    @torch.no_grad()
+    def prepare(self, sources: torch.Tensor) -> torch.Tensor:
+        return self.pipe.encode_condition(sources)
+
+    @torch.no_grad()
+    def edit_step(self, request: EditRequest) -> EditResult:
+        probs = request.reference_probs
+        if self.emotion_input == "direction" and probs is None:
+            probs = self.predictor.probs(request.source_images.to(self.device)).float()
+        emotions = emotion_input(request.targets.to(self.device).float(),
+                                 None if probs is None else probs.to(self.device).float(), self.emotion_input)
+        out = self.pipe(request.inputs, emotions, condition_latents=request.prepared,
+                        generator=list(request.generators),
+                        num_inference_steps=self.num_inference_steps, noise_range=self.noise_range,
+                        guidance_scale=self.guidance_scale, output_type="pt")
+        return EditResult(images=out.images, start_timesteps=getattr(out, "start_timesteps", None))
 
     def edit(self, images: torch.Tensor, targets: torch.Tensor,
              generators: Sequence[torch.Generator]) -> EditResult:
-        device = self.pipe.device
-        engine = IterativeInference(self.backend, self.predictor.probs, self.critic, self.emotion_input,
-                                    batch_size=self.batch_size, ssim_backend=self.ssim_backend, device=device,
-                                    keep_candidates=self.keep_candidates)
-        jobs = [Job(image=images[i].float(), target=targets[i].float(), seed=int(generators[i].initial_seed()),
-                    name=str(i), generator=generators[i]) for i in range(images.shape[0])]
-        results = run_jobs(engine, jobs)
-        traces = []
-        for r in results:
-            trace = dict(r.trace)
-            if self.keep_candidates:
-                trace["candidates"] = r.candidates
-            traces.append(trace)
-        out = torch.stack([r.image for r in results]).to(images.device)
-        return EditResult(images=out, traces=traces)
+        return self.edit_step(EditRequest(images.to(self.device), targets, generators))
 
 
+# Table 1's rows. "w/o P" removes the critic (one edit) and keeps P in the direction input, as the
+# released model needs it; "w/o P (one-hot)" removes P everywhere (one-hot encoder input, no critic).
+register_preset("ours", "emoeditor", {}, "Ours")
+register_preset("wo_P", "emoeditor", {"critic": "none"}, "w/o P")
+register_preset("wo_P_onehot", "emoeditor", {"critic": "none", "emotion_input": "onehot"}, "w/o P")
+register_preset("wo_Lemb", "emoeditor", {}, "w/o L_emb",
+                required=("model", "a model trained with `train.py --lambda_emb 0`"))
+register_preset("ours_official", "emoeditor", {"critic": "official"}, None)
+
+EDITOR_OPTIONS = ("emotion_input", "guidance_scale", "base_model")
 CRITIC_OPTIONS = ("critic", "num_loop", "ssim_low", "ssim_high", "confidence", "confidence_mode", "direction_probs")
 
 
 @register_editor("emoeditor")
 def _emoeditor(options: dict, context: MethodContext) -> Editor:
-    """EmoEditor with the batched critic loop. Options: model, predictor, the critic's (critic,
-    num_loop, ssim_low, ssim_high, confidence, confidence_mode, direction_probs), dtype, and any
-    keyword of EmoEditorEditor (num_inference_steps, emotion_input, guidance_scale, batch_size, ...)."""
-    from emoeditor.constants import NUM_LOOP
-    from emoeditor.editing.critic import CriticConfig
-    from emoeditor.editors.emoeditor import EmoEditorEditor
-
+    """EmoEditor in the batched critic loop. Options: model, predictor, the critic's (critic,
+    num_loop, ssim_low, ssim_high, confidence, confidence_mode, direction_probs), dtype, batch_size,
+    return_candidates, and any keyword of EmoEditorEditor (num_inference_steps, emotion_input,
+    guidance_scale) and base_model."""
     opts = dict(options)
     model = opts.pop("model", None) or context.model
     predictor = opts.pop("predictor", None) or context.predictor
@@ -87,11 +105,12 @@ def _emoeditor(options: dict, context: MethodContext) -> Editor:
         raise MethodError("EmoEditor needs a model folder: pass --model or :model=<folder>")
     if predictor is None:
         raise MethodError("EmoEditor needs the emotion predictor for its critic: pass --predictor")
-    critic = {k: _typed(opts.pop(k)) for k in CRITIC_OPTIONS if k in opts}
+    critic = {k: parse_typed(opts.pop(k)) for k in CRITIC_OPTIONS if k in opts}
     critic.setdefault("critic", context.critic)
     critic.setdefault("num_loop", context.num_loop or NUM_LOOP)
-    kwargs = dict(batch_size=int(opts.pop("batch_size", context.batch_size)),
-                  keep_candidates=_bool(opts.pop("keep_candidates", context.keep_candidates)))
+    batch_size = int(opts.pop("batch_size", context.batch_size))
+    return_candidates = parse_bool(opts.pop("return_candidates", context.return_candidates))
+    kwargs = {}
     steps = opts.pop("num_inference_steps", context.num_inference_steps)
     if steps is not None:
         kwargs["num_inference_steps"] = int(steps)
@@ -100,12 +119,20 @@ def _emoeditor(options: dict, context: MethodContext) -> Editor:
         if dtype not in DTYPES:
             raise MethodError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
         kwargs["torch_dtype"] = DTYPES[dtype]
-    for key, value in opts.items():  # anything else goes through as a typed keyword
-        kwargs[key] = _typed(value)
+    unknown = sorted(set(opts) - set(EDITOR_OPTIONS))
+    if unknown:
+        valid = sorted({"model", "predictor", "dtype", "batch_size", "return_candidates"} | set(CRITIC_OPTIONS)
+                       | set(EDITOR_OPTIONS) | {"num_inference_steps"})
+        raise MethodError(f"EmoEditor: unknown option(s) {', '.join(unknown)}; valid: "
+                          f"{', '.join(valid)}")
+    for key, value in opts.items():  # EmoEditorEditor's keywords, typed
+        kwargs[key] = parse_typed(value)
     if critic["critic"] == "none":
-        kwargs["keep_candidates"] = False  # one pass: the output is the only candidate
+        return_candidates = False  # one pass: the output is the only candidate
     try:
         config = CriticConfig(**critic)
     except (TypeError, ValueError) as exc:
         raise MethodError(f"EmoEditor critic options {critic}: {exc}") from None
-    return EmoEditorEditor.from_pretrained(model, predictor, device=context.device, critic=config, **kwargs)
+    editor = EmoEditorEditor.from_pretrained(model, predictor, device=context.device, **kwargs)
+    return CriticLoop(editor, editor.predictor.probs, config, batch_size=batch_size, device=editor.device,
+                      return_candidates=return_candidates)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from emoeditor.editors.base import EditResult, Editor
+from emoeditor.editors.base import Editor, EditResult
 from emoeditor.editors.registry import MethodContext, register_editor
 
 

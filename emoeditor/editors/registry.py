@@ -4,12 +4,14 @@ A method on the command line is ``[label=]name[:key=value,...]``:
 
 - ``ours``                           EmoEditor from --model with the paper's critic (Table 1 "Ours")
 - ``wo_P``                           EmoEditor, one pass without the critic (Table 1 "w/o P")
+- ``wo_P_onehot``                    one pass, one-hot encoder input: P removed everywhere ("w/o P", 2nd reading)
 - ``wo_Lemb:model=runs/lambda0``     a model trained with lambda = 0 (Table 1 "w/o L_emb")
 - ``official=emoeditor:critic=official``  any label, any kind, any options
 - ``identity``                       returns the source unchanged (a floor for EMR/ESR, 0 for ENRD/ESS)
 
 Adding a method (e.g. a baseline) is one new file in this folder (`emoeditor/editors/`) that
-decorates a factory with `register_editor`; importing `emoeditor.editors` imports every file here. A factory is
+decorates a factory with `register_editor` (and names presets with `register_preset`);
+`emoeditor.editors.discovery` imports every file here before a spec is parsed. A factory is
 ``(options: dict, context: MethodContext) -> Editor``. Options are strings from the spec; the
 factory converts what it needs. ``paper_row=...`` names the paper's Table 1 row to print beside it.
 """
@@ -36,23 +38,25 @@ class MethodContext:
     num_loop: Optional[int] = None
     num_inference_steps: Optional[int] = None
     batch_size: int = 8
-    keep_candidates: bool = True  # so Fig. S11 can be computed from the same run
+    return_candidates: bool = True  # so Fig. S11 can be computed from the same run
     extra: dict = field(default_factory=dict)
 
 
 EditorFactory = Callable[[dict, MethodContext], Editor]
 EDITOR_FACTORIES: dict[str, EditorFactory] = {}
 
-# name -> (kind, default options, paper Table 1 row)
-PRESETS: dict[str, tuple[str, dict, Optional[str]]] = {
-    "ours": ("emoeditor", {}, "Ours"),
-    "wo_P": ("emoeditor", {"critic": "none"}, "w/o P"),
-    "wo_Lemb": ("emoeditor", {}, "w/o L_emb"),  # pass :model=<folder of a lambda = 0 model>
-    "ours_official": ("emoeditor", {"critic": "official"}, None),
-    "identity": ("identity", {}, None),
-}
-# Presets that are meaningless without an option (the ablation is a different model).
-REQUIRED_OPTIONS = {"wo_Lemb": ("model", "a model trained with `train.py --lambda_emb 0`")}
+# name -> (kind, default options, paper Table 1 row); each method's file registers its own
+PRESETS: dict[str, tuple[str, dict, Optional[str]]] = {}
+# Presets that are meaningless without an option (e.g. an ablation that is a different model).
+REQUIRED_OPTIONS: dict[str, tuple[str, str]] = {}
+def register_preset(name: str, kind: str, options: dict, paper_row: Optional[str] = None,
+                    required: Optional[tuple[str, str]] = None) -> None:
+    """A named configuration of a registered kind (e.g. "wo_P" = emoeditor with critic none).
+
+    `required`: (option, what it is) that a spec must give, e.g. the model of an ablation."""
+    PRESETS[name] = (kind, dict(options), paper_row)
+    if required is not None:
+        REQUIRED_OPTIONS[name] = required
 
 
 def register_editor(kind: str, paper_row: Optional[str] = None) -> Callable[[EditorFactory], EditorFactory]:
@@ -123,7 +127,7 @@ def parse_methods(specs: Sequence[str]) -> list[MethodSpec]:
     return methods
 
 
-def _bool(value: str) -> bool:
+def parse_bool(value: str) -> bool:
     v = str(value).strip().lower()
     if v in ("1", "true", "yes", "on"):
         return True
@@ -135,7 +139,7 @@ def _bool(value: str) -> bool:
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def _typed(value: str):
+def parse_typed(value: str):
     for cast in (int, float):
         try:
             return cast(value)

@@ -287,7 +287,8 @@ def example_grid(sources: Mapping[str, np.ndarray], edits: Mapping[tuple[str, st
     ax.imshow(canvas, interpolation="nearest")
     ax.set_axis_off()
     for j, i, text, colour in texts:
-        ax.text(j * step_x + cell / 2, i * step_y + label - 3, text, ha="center", va="bottom", fontsize=8, color=colour)
+        ax.text(j * step_x + cell / 2, i * step_y + label - 3, text, ha="center", va="bottom", fontsize=8,
+                color=colour)
     if title:
         fig.suptitle(title, fontsize=9, y=0.995)
     return save_figure(fig, path, dpi=100)

@@ -24,15 +24,22 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from emoeditor.constants import (BOOTSTRAP_RESAMPLES, CANNY_THRESHOLDS, CI_LEVEL, EMOTIONS, IMAGE_SIZE, RELATIONS,
-                         TEST_SPLIT_JSON)
-from emoeditor.editing.critic import SOURCE_INDEX, replay
-from emoeditor.errors import EmoEditorError, ImageLoadError
+from emoeditor.constants import (
+    BOOTSTRAP_RESAMPLES,
+    CANNY_THRESHOLDS,
+    CI_LEVEL,
+    EMOTIONS,
+    IMAGE_SIZE,
+    RELATIONS,
+    TEST_SPLIT_JSON,
+)
+from emoeditor.editing.critic import SOURCE_INDEX, CriticResult, replay
+from emoeditor.editors.discovery import parse_methods
+from emoeditor.editors.registry import MethodContext, MethodSpec
+from emoeditor.errors import EmoEditorError, ImageLoadError, SplitError
+from emoeditor.evaluation.split import Job, build_jobs, folder_sources, load_split, subset_sources
 from emoeditor.fileio import atomic_write, atomic_write_text, plain, sha256sum
 from emoeditor.imageio import load_image, open_image, pil_to_tensor, save_image
-from emoeditor.editors import MethodContext, MethodSpec, parse_methods
-from emoeditor.evaluation.split import Job, build_jobs, folder_sources, load_split, subset_sources
-from emoeditor.errors import SplitError
 
 
 @dataclass
@@ -56,7 +63,7 @@ class EvalSettings:
     num_loop: Optional[int] = None
     num_inference_steps: Optional[int] = None
     batch_size: int = 8
-    keep_candidates: bool = True
+    return_candidates: bool = True
     dtype: Optional[str] = None  # EmoEditor weights: float32 (default), float16, bfloat16
     # metrics
     metric_size: Optional[int] = IMAGE_SIZE
@@ -194,18 +201,6 @@ def _atomic_save(image: torch.Tensor, path: Path) -> None:
 
 # ------------------------------------------------------------------------------------ generation
 
-def _candidate_images(result, i: int) -> Optional[list[torch.Tensor]]:
-    """Every iteration's candidate of image i, when the method keeps them (EmoEditor keep_candidates)."""
-    cands = result.extras.get("candidates") if result.extras else None
-    if cands is not None and cands[i] is not None:
-        return list(cands[i])
-    trace = result.traces[i] if result.traces else None
-    if isinstance(trace, dict) and isinstance(trace.get("candidates"), (list, tuple)) and trace["candidates"] \
-            and isinstance(trace["candidates"][0], torch.Tensor):
-        return list(trace["candidates"])
-    return None
-
-
 def _check_output(image: torch.Tensor, label: str) -> None:
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"{label} returned an image of shape {tuple(image.shape)}; expected (3, H, W)")
@@ -219,7 +214,7 @@ def _save_job(store: MethodStore, job: Job, image: torch.Tensor, trace: Optional
         for k, cand in enumerate(candidates):
             _atomic_save(cand.detach().float().cpu().clamp(0, 1), store.candidate(job.job_id, k))
     if trace is not None or candidates is not None:
-        record = {k: v for k, v in (trace or {}).items() if k != "candidates"}
+        record = dict(trace or {})
         if candidates is not None:
             record["candidate_files"] = [store.candidate(job.job_id, k).relative_to(store.root).as_posix()
                                          for k in range(len(candidates))]
@@ -259,7 +254,7 @@ def _run_chunk(editor, store: MethodStore, stats: MethodStats, chunk: list[Job],
         try:
             _check_output(result.images[i], editor.name)
             trace = result.traces[i] if result.traces else None
-            _save_job(store, job, result.images[i], trace, _candidate_images(result, i))
+            _save_job(store, job, result.images[i], trace, result.candidates[i] if result.candidates else None)
             stats.generated += 1
         except Exception as exc:  # noqa: BLE001
             _record_error(store, stats, job, "save", f"{type(exc).__name__}: {exc}")
@@ -428,10 +423,10 @@ def _trace_summary(store: MethodStore, job: Job) -> dict:
 
 # ---------------------------------------------------------------------- iteration ablation (S11)
 
-def returned_at(trace: dict, k: int) -> int:
-    """Index of the candidate the critic would have returned with at most `k` iterations
-    (SOURCE_INDEX: the source). Exact: the first k iterations of a longer run are the same edits."""
-    return replay(trace, min(k, trace["thresholds"]["num_loop"])).returned
+def returned_at(trace: dict, k: int) -> CriticResult:
+    """What the critic would have returned with at most `k` iterations (its `index` is SOURCE_INDEX
+    for the source). Exact: the first k iterations of a longer run are the same edits."""
+    return replay(trace, min(k, trace["thresholds"]["num_loop"])).result()
 
 
 def iteration_curves(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store: MethodStore, predictor,
@@ -460,11 +455,11 @@ def iteration_curves(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store
         return []
     start = time.perf_counter()
     max_k = settings.max_k or max(t["thresholds"]["num_loop"] for _, t in traces.values())
-    picks: dict[str, list[int]] = {}
+    picks: dict[str, list[CriticResult]] = {}
     mismatches = 0
-    for job_id, (job, trace) in traces.items():
+    for job_id, (_job, trace) in traces.items():
         picks[job_id] = [returned_at(trace, k) for k in range(1, max_k + 1)]
-        if max_k >= trace["thresholds"]["num_loop"] and picks[job_id][-1] != trace["returned"]:
+        if max_k >= trace["thresholds"]["num_loop"] and picks[job_id][-1].index != trace["returned"]:
             mismatches += 1
     if mismatches:
         stats.errors.append({"stage": "fig_s11", "error": f"{mismatches} traces replay to a different final pick"})
@@ -475,7 +470,7 @@ def iteration_curves(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store
     scored: dict[tuple[str, int], dict] = {}
     todo = []
     for job_id, (job, trace) in traces.items():
-        for idx in sorted(set(picks[job_id])):
+        for idx in sorted({pick.index for pick in picks[job_id]}):
             path = store.root / trace["candidate_files"][idx] if idx != SOURCE_INDEX else None
             sha = sha256sum(path) if path is not None and path.exists() else "source"
             hit = cache.get((job_id, idx))
@@ -503,15 +498,13 @@ def iteration_curves(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store
     for rel in sorted({job.relation for job, _ in traces.values()}):
         ids = [j for j, (job, _) in traces.items() if job.relation == rel]
         for k in range(1, max_k + 1):
-            rows = [scored[(j, picks[j][k - 1])] for j in ids if (j, picks[j][k - 1]) in scored]
+            rows = [scored[(j, picks[j][k - 1].index)] for j in ids if (j, picks[j][k - 1].index) in scored]
             if not rows:
                 continue
             entry = {"method": spec.label, "relation": rel, "k": k, "n": len(rows)}
             for col, name, scale in METRICS:
                 entry[col] = float(np.mean([float(r[name]) for r in rows])) * scale
-            entry["accepted_share"] = float(np.mean([
-                picks[j][k - 1] != SOURCE_INDEX and bool(traces[j][1]["iterations"][picks[j][k - 1]]["accepted"])
-                and traces[j][1]["critic"] == "paper" for j in ids]))
+            entry["accepted_share"] = float(np.mean([picks[j][k - 1].accepted for j in ids]))
             curves.append(entry)
     stats.scoring_s += time.perf_counter() - start
     return curves
@@ -519,7 +512,8 @@ def iteration_curves(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store
 
 # ---------------------------------------------------------------------------------------- report
 
-def _example_grid(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store: MethodStore, out: Path) -> Optional[Path]:
+def _example_grid(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store: MethodStore,
+                  out: Path) -> Optional[Path]:
     from emoeditor.evaluation.reporting import example_grid
 
     by_source: dict[str, list[Job]] = {}
@@ -546,7 +540,14 @@ def _example_grid(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store: M
 
 def write_report(specs: Sequence[MethodSpec], rows: list[dict], curves: list[dict], jobs: Sequence[Job],
                  sources: dict, all_stats: dict[str, MethodStats], bad_sources: dict, settings: EvalSettings) -> dict:
-    from emoeditor.evaluation.reporting import per_emotion, plot_bars, plot_iteration_curves, table_rows, write_csv, write_table
+    from emoeditor.evaluation.reporting import (
+        per_emotion,
+        plot_bars,
+        plot_iteration_curves,
+        table_rows,
+        write_csv,
+        write_table,
+    )
 
     out = Path(settings.out)
     labels = [s.label for s in specs]
@@ -629,7 +630,7 @@ def run_evaluation(settings: EvalSettings) -> dict:
     context = MethodContext(device=device, model=settings.model, predictor=settings.predictor,
                             critic=settings.critic, num_loop=settings.num_loop,
                             num_inference_steps=settings.num_inference_steps, batch_size=settings.batch_size,
-                            keep_candidates=settings.keep_candidates, extra={"dtype": settings.dtype})
+                            return_candidates=settings.return_candidates, extra={"dtype": settings.dtype})
     all_stats = {}
     for spec in specs:
         store = MethodStore(out, spec.label)
@@ -654,7 +655,8 @@ def format_summary(report: dict) -> str:
     for label, st in report["methods"].items():
         lines.append(f"  {label}: {st['generated']} edited, {st['cached']} cached, {st['failed']} failed, "
                      f"{st['regenerated_corrupt']} corrupt outputs re-edited, {st['corrupt_output']} unreadable and "
-                     f"{st['missing_output']} missing at scoring, {st['bad_trace']} unreadable traces, {st['scored']} scored ({st['scored_cached']} cached), edit {st['generation_s']:.1f}s, "
+                     f"{st['missing_output']} missing at scoring, {st['bad_trace']} unreadable traces, "
+                     f"{st['scored']} scored ({st['scored_cached']} cached), edit {st['generation_s']:.1f}s, "
                      f"metrics {st['scoring_s']:.1f}s")
     lines.append("wrote: " + ", ".join(report["files"]))
     return "\n".join(lines)

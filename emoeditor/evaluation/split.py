@@ -1,8 +1,10 @@
 """The test split (paper Sec. 4) and the editing jobs derived from it.
 
-The split holds 63 EmoSet images per source emotion that no EmoPair annotation refers to;
-each source is edited to the other 7 emotions, giving 504 x 7 = 3,528 jobs, each tagged
-cross-valence or within-valence. The same job builder serves the generalisation runs
+The split holds 63 EmoSet images per source emotion that no EmoPair annotation refers to,
+drawn from the EmoSet split lists in ``source_splits`` (default: test, which the predictor P
+never trained on; the split records how many sources P's training list names); each source is
+edited to the other 7 emotions, giving 504 x 7 = 3,528 jobs, each tagged cross-valence or
+within-valence. The same job builder serves the generalisation runs
 (same-valence only, neutral folders with no source label, multi-emotion targets).
 """
 
@@ -10,18 +12,27 @@ from __future__ import annotations
 
 import json
 import random
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import torch
 
-from emoeditor.constants import EMOSET_SPLIT_FILES, EMOTIONS, TEST_PER_CLASS, TEST_SPLIT_SEED
-from emoeditor.emotions import emotion_index, parse_target, target_label, target_valence, valence
+from emoeditor.constants import (
+    EMOSET_SPLITS,
+    EMOTIONS,
+    P_TRAIN_SPLIT,
+    TEST_PER_CLASS,
+    TEST_SOURCE_SPLITS,
+    TEST_SPLIT_SEED,
+)
 from emoeditor.data.emopair import read_annotations
+from emoeditor.data.emoset import has_split_lists, list_images
+from emoeditor.emotions import emotion_index, parse_target, target_label, target_valence, valence
 from emoeditor.errors import SplitError
+from emoeditor.fileio import atomic_write_text
 from emoeditor.imageio import IMAGE_EXTENSIONS
+from emoeditor.seeding import mix_seed
 
 SPLIT_FORMAT_VERSION = 1
 NEUTRAL = "neutral"  # source emotion of images with no label (e.g. MSCOCO)
@@ -44,52 +55,10 @@ class Job:
 
     def seed(self, base_seed: int) -> int:
         """A per-job seed: results do not depend on batch composition, order or sharding."""
-        return (zlib.crc32(self.job_id.encode()) + 1_000_003 * base_seed) % (2 ** 63)
+        return mix_seed(base_seed, "eval", self.job_id)
 
 
-# ---------------------------------------------------------------- EmoSet and EmoPair listings
-
-def list_emoset(root: str | Path, split_files: Sequence[str] = EMOSET_SPLIT_FILES) -> list[tuple[str, str]]:
-    """(emotion, image path relative to root) for every EmoSet image, sorted.
-
-    Reads the EmoSet-118K release split files (lists of [emotion, image path, annotation
-    path]) when any is present; otherwise a plain one-folder-per-emotion layout.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise SplitError(f"EmoSet root {root} is not a folder; pass --emoset_root pointing at EmoSet-118K/ "
-                         f"(with train.json/val.json/test.json) or at a folder with one subfolder per emotion")
-    present = [root / f for f in split_files if (root / f).is_file()]
-    items: set[tuple[str, str]] = set()
-    if present:
-        for path in present:
-            try:
-                entries = json.loads(path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise SplitError(f"{path}: not valid JSON ({exc})") from None
-            if not isinstance(entries, list):
-                raise SplitError(f"{path}: expected a list of [emotion, image path, annotation path]")
-            for i, entry in enumerate(entries):
-                if not isinstance(entry, (list, tuple)) or len(entry) < 2:
-                    raise SplitError(f"{path}: entry {i} is {entry!r}; expected [emotion, image path, annotation path]")
-                emotion, image = str(entry[0]).strip().lower(), str(entry[1])
-                if emotion not in EMOTIONS:
-                    raise SplitError(f"{path}: entry {i} has unknown emotion {entry[0]!r}; valid: {', '.join(EMOTIONS)}")
-                items.add((emotion, image))
-    else:
-        folders = [root / e for e in EMOTIONS if (root / e).is_dir()]
-        # also <root>/<split>/<emotion>/ (a folder-per-class copy of the release splits)
-        folders += [sub / e for sub in sorted(root.iterdir()) if sub.is_dir() and sub.name not in EMOTIONS
-                    for e in EMOTIONS if (sub / e).is_dir()]
-        if not folders:
-            raise SplitError(f"{root}: found neither EmoSet split files ({', '.join(split_files)}) nor "
-                             f"per-emotion folders ({', '.join(EMOTIONS)})")
-        for folder in folders:
-            for p in folder.iterdir():
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
-                    items.add((folder.name, p.relative_to(root).as_posix()))  # folder.name is the emotion
-    return sorted(items)
-
+# ---------------------------------------------------------------- EmoPair exclusion
 
 def _path_keys(path: str) -> set[str]:
     """Names under which an image path can match another: its file name, its stem, and every
@@ -133,11 +102,26 @@ def _is_used(image: str, used: set[str]) -> bool:
 
 def make_test_split(emoset_root: str | Path, emopair_json: str | Path | None, per_class: int = TEST_PER_CLASS,
                     seed: int = TEST_SPLIT_SEED, allow_fewer: bool = False,
-                    split_files: Sequence[str] = EMOSET_SPLIT_FILES) -> dict:
-    """Pick `per_class` unused EmoSet images per emotion (seeded) and list their 7 edits each."""
+                    source_splits: Sequence[str] = TEST_SOURCE_SPLITS) -> dict:
+    """Pick `per_class` unused EmoSet images per emotion (seeded) and list their 7 edits each.
+
+    Sources come from the EmoSet split lists in `source_splits` (default: the test list, which the
+    emotion predictor P never trained on); an EmoSet without split information (class folders
+    directly under the root) offers every image. The split records how many sources P's training
+    list (EmoSet train) names: 0 under the default, ``None`` when unknown.
+    """
     if per_class < 1:
         raise SplitError(f"--per_class must be >= 1, got {per_class}")
-    images = list_emoset(emoset_root, split_files)
+    if not source_splits or set(source_splits) - set(EMOSET_SPLITS):
+        raise SplitError(f"--source_splits must name one or more of {', '.join(EMOSET_SPLITS)}, "
+                         f"got {list(source_splits)}")
+    source_splits = [s for s in EMOSET_SPLITS if s in source_splits]
+    listed = list_images(emoset_root)
+    known = has_split_lists(listed)
+    lists: dict[tuple[str, str], set[str]] = {}  # (emotion, path) -> the split lists naming it
+    for img in listed:
+        lists.setdefault((img.emotion, img.path), set()).update([img.split] if img.split else [])
+    images = sorted(key for key, named in lists.items() if not known or named & set(source_splits))
     used = emopair_used(emopair_json)
     rng = random.Random(seed)
     sources, short = [], []
@@ -148,19 +132,26 @@ def make_test_split(emoset_root: str | Path, emopair_json: str | Path | None, pe
             if not allow_fewer:
                 continue
         for img in sorted(rng.sample(pool, min(per_class, len(pool)))):
-            sources.append({"id": Path(img).stem, "emotion": emotion, "path": img})
+            sources.append({"id": Path(img).stem, "emotion": emotion, "path": img,
+                            "emoset_splits": [s for s in EMOSET_SPLITS if s in lists[(emotion, img)]]})
     if short and not allow_fewer:
-        raise SplitError(f"{emoset_root}: too few EmoSet images unused by EmoPair ({'; '.join(short)}); "
-                         f"lower --per_class or pass --allow_fewer to take what there is")
+        pool = _pool_name(source_splits) if known else "EmoSet (no split lists)"
+        raise SplitError(f"{emoset_root}: too few images in {pool} unused by EmoPair ({'; '.join(short)}); "
+                         f"lower --per_class, widen --source_splits (e.g. train val test) or pass --allow_fewer "
+                         f"to take what there is")
     sources = _unique_ids(sources)
     jobs = build_jobs(sources)
+    per_list = {s: sum(s in src["emoset_splits"] for src in sources) for s in EMOSET_SPLITS} if known else None
     return {
         "format_version": SPLIT_FORMAT_VERSION,
         "emoset_root": str(emoset_root),
         "emopair_json": None if emopair_json is None else str(emopair_json),
         "seed": seed,
         "per_class": per_class,
+        "source_splits": source_splits if known else None,  # None: the EmoSet had no split lists
         "num_sources": len(sources),
+        "sources_per_list": per_list,  # sources each EmoSet list names
+        "num_from_p_train": per_list[P_TRAIN_SPLIT] if known else None,  # in P's training list (EmoSet train)
         "num_jobs": len(jobs),
         "num_cross": sum(j.relation == "cross" for j in jobs),
         "num_within": sum(j.relation == "within" for j in jobs),
@@ -169,6 +160,28 @@ def make_test_split(emoset_root: str | Path, emopair_json: str | Path | None, pe
         "jobs": [{"job_id": j.job_id, "source_id": j.source_id, "target": j.target_name, "relation": j.relation}
                  for j in jobs],
     }
+
+
+def _pool_name(source_splits: Sequence[str]) -> str:
+    names = list(source_splits)
+    return f"EmoSet's {names[0]} list" if len(names) == 1 else \
+        f"EmoSet's {', '.join(names[:-1])} and {names[-1]} lists"
+
+
+def describe_split(split: dict) -> str:
+    """The split's one-line summary: counts, the source pool and its overlap with P's training list."""
+    short = f"; short classes: {', '.join(split['short_classes'])}" if split.get("short_classes") else ""
+    if split.get("source_splits") is None:
+        pool = (f"drawn from all images (no EmoSet split lists, so how many P trained on is unknown; "
+                f"the release's {'/'.join(EMOSET_SPLITS)}.json or split folders would tell)")
+    else:
+        n = split["num_from_p_train"]
+        pool = (f"from {_pool_name(split['source_splits'])}: {n} of {split['num_sources']} "
+                f"in EmoSet {P_TRAIN_SPLIT} (P's training list)")
+        if n:
+            pool += " -- P may be over-confident on those sources (pass --source_splits test to exclude them)"
+    return (f"{split['num_sources']} sources {pool}; {split['num_jobs']} jobs "
+            f"({split['num_cross']} cross-valence, {split['num_within']} within-valence){short}")
 
 
 def _unique_ids(sources: list[dict]) -> list[dict]:
@@ -183,10 +196,8 @@ def _unique_ids(sources: list[dict]) -> list[dict]:
 
 
 def save_split(split: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(split, indent=1))
-    return path
+    """Write the split crash-safely: a killed run leaves the previous file or none, never half of one."""
+    return atomic_write_text(path, json.dumps(split, indent=1))
 
 
 def load_split(path: str | Path) -> dict:

@@ -1,3 +1,2 @@
-from emoeditor.models.emotion_encoder import EmotionEncoder
-
-__all__ = ["EmotionEncoder"]
+"""The networks and their weights: emotion encoder, latents, components, the predictor P, weight loading, the
+official release, tiny presets."""

@@ -28,7 +28,8 @@ def vae_input(images: torch.Tensor, input_range: str = "minus_one_one") -> torch
     raise ValueError(f"unknown VAE input range {input_range!r}; choose one of {VAE_INPUT_RANGES}")
 
 
-def latent_dist(vae: AutoencoderKL, images: torch.Tensor, input_range: str = "minus_one_one") -> DiagonalGaussianDistribution:
+def latent_dist(vae: AutoencoderKL, images: torch.Tensor,
+                input_range: str = "minus_one_one") -> DiagonalGaussianDistribution:
     x = vae_input(images, input_range).to(device=vae.device, dtype=vae.dtype)
     return vae.encode(x).latent_dist
 

@@ -19,7 +19,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from emoeditor.constants import IMAGE_SIZE, NUM_EMOTIONS, OFFICIAL_DOWNLOADS
-from emoeditor.errors import MissingWeightsError
+from emoeditor.errors import CheckpointMismatchError, MissingWeightsError
+from emoeditor.fileio import atomic_write, atomic_write_text
+from emoeditor.models.weights import load_state_dict
 
 PREDICTOR_CONFIG = "config.json"
 PREDICTOR_WEIGHTS = "model.safetensors"
@@ -48,8 +50,9 @@ class EmotionPredictor(nn.Module):
         self.net = net
         self.image_size = image_size
         self.normalize = mean is not None
-        self.register_buffer("mean", torch.tensor(mean if mean is not None else [0.0] * 3).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std if std is not None else [1.0] * 3).view(1, 3, 1, 1), persistent=False)
+        mean, std = [0.0] * 3 if mean is None else mean, [1.0] * 3 if std is None else std
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     @property
     def config(self) -> dict:
@@ -84,21 +87,19 @@ def save_predictor(predictor: EmotionPredictor, folder: str | Path, official_pt:
     """Write ``model.safetensors`` + ``config.json`` (+ an official-layout ``emo_predictor.pt``).
 
     ``extra`` keys (e.g. the label order and training settings) are added to config.json for
-    readers; loading only uses the input-convention keys.
+    readers; loading only uses the input-convention keys. Each file is written atomically: a save
+    that dies midway leaves complete files (the previous ones where it did not get to them).
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in predictor.net.state_dict().items()}
-    save_file(state, str(folder / PREDICTOR_WEIGHTS))
-    (folder / PREDICTOR_CONFIG).write_text(json.dumps({**(extra or {}), **predictor.config}, indent=2))
+    atomic_write(folder / PREDICTOR_WEIGHTS, lambda tmp: save_file(state, str(tmp)))
+    atomic_write_text(folder / PREDICTOR_CONFIG, json.dumps({**(extra or {}), **predictor.config}, indent=2))
     if official_pt:
-        torch.save(state, folder / PREDICTOR_PT)
+        atomic_write(folder / PREDICTOR_PT, lambda tmp: torch.save(state, tmp))
     return folder
 
 
 def _read_config(path: Path) -> dict:
-    from emoeditor.errors import CheckpointMismatchError
-
     try:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -129,9 +130,6 @@ def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> Emot
             f"emotion predictor weights not found at {path}. Put the official emo_predictor.pt in "
             f"emo_predictor/ (download: {OFFICIAL_DOWNLOADS['emo_predictor']}), or train one with "
             f"scripts/train_predictor.py")
-    from emoeditor.models.weights import load_state_dict
-    from emoeditor.errors import CheckpointMismatchError
-
     if weights.suffix == ".safetensors":
         try:
             state = load_file(str(weights))
@@ -151,5 +149,5 @@ def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> Emot
                                  mean=config.get("mean"), std=config.get("std"))
     if not config and weights.suffix != ".pt":
         warnings.warn(f"{path}: no {PREDICTOR_CONFIG}; assuming the official input convention "
-                      f"([0, 1] RGB, no normalisation, {IMAGE_SIZE}px)")
+                      f"([0, 1] RGB, no normalisation, {IMAGE_SIZE}px)", stacklevel=2)
     return predictor.to(device).eval().requires_grad_(False)

@@ -11,21 +11,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from huggingface_hub import snapshot_download
 
-from emoeditor.constants import (CHECKSUM_FILE, IP2P_CONFIG_PATTERNS, IP2P_HUB_ID, IP2P_LOCAL_DIR, IP2P_WEIGHT_PATTERNS,
-                        OFFICIAL_DOWNLOADS, OFFICIAL_EMOENC_FILE, OFFICIAL_MIN_BYTES, OFFICIAL_PREDICTOR_FILE,
-                        OFFICIAL_UNET_FILE)
+from emoeditor.constants import (
+    CHECKSUM_FILE,
+    IP2P_CONFIG_PATTERNS,
+    IP2P_HUB_ID,
+    IP2P_LOCAL_DIR,
+    IP2P_WEIGHT_PATTERNS,
+    OFFICIAL_DOWNLOADS,
+    OFFICIAL_EMOENC_FILE,
+    OFFICIAL_MIN_BYTES,
+    OFFICIAL_PREDICTOR_FILE,
+    OFFICIAL_UNET_FILE,
+)
 from emoeditor.errors import EmoEditorError, MissingWeightsError
-from emoeditor.fileio import sha256sum
-from emoeditor.models.components import (BASE_SUBFOLDERS, check_base_folder)
-
-
-def official_paths(root: str | Path = ".") -> dict:
-    """Where the official release is expected, relative to the repository root."""
-    root = Path(root)
-    return {"ip2p": root / OFFICIAL_UNET_FILE, "emoenc": root / OFFICIAL_EMOENC_FILE,
-            "predictor": root / OFFICIAL_PREDICTOR_FILE}
-
+from emoeditor.fileio import atomic_write_text, sha256sum
+from emoeditor.models.components import BASE_SUBFOLDERS, check_base_folder
 
 # ---------------------------------------------------------------------------------------------
 # Downloading the release (scripts/download_weights.py). The network calls are injected
@@ -61,10 +63,10 @@ def read_checksums(folder: str | Path) -> dict:
 
 
 def record_checksum(folder: str | Path, name: str, digest: str) -> None:
+    """Add or update `name` in the folder's SHA256SUMS, atomically (a crash keeps the previous sums)."""
     sums = read_checksums(folder)
     sums[name] = digest
-    text = "".join(f"{d}  {n}\n" for n, d in sorted(sums.items()))
-    (Path(folder) / CHECKSUM_FILE).write_text(text)
+    atomic_write_text(Path(folder) / CHECKSUM_FILE, "".join(f"{d}  {n}\n" for n, d in sorted(sums.items())))
 
 
 def torch_file_problem(path: str | Path, min_bytes: int = 0) -> Optional[str]:
@@ -73,7 +75,8 @@ def torch_file_problem(path: str | Path, min_bytes: int = 0) -> Optional[str]:
     size = path.stat().st_size
     if size < min_bytes:
         head = path.read_bytes()[:512].lstrip().lower()
-        kind = " (an HTML page: Google Drive's quota/virus-scan notice?)" if head.startswith((b"<!doctype", b"<html")) else ""
+        html = head.startswith((b"<!doctype", b"<html"))
+        kind = " (an HTML page: Google Drive's quota/virus-scan notice?)" if html else ""
         return f"only {size:,} bytes, expected at least {min_bytes:,}{kind}"
     if not zipfile.is_zipfile(path):
         return "not a torch.save zip archive (truncated or not a checkpoint)"
@@ -176,8 +179,7 @@ def download_base(local_dir: str | Path = IP2P_LOCAL_DIR, hub_id: str = IP2P_HUB
     `config_only` fetches just the configs (kilobytes): enough for official inference, whose
     weights all come from model_ip2p.pt; training needs the weights too.
     """
-    if hub_download is None:
-        from huggingface_hub import snapshot_download as hub_download
+    hub_download = hub_download or snapshot_download
     patterns = list(IP2P_CONFIG_PATTERNS) + ([] if config_only else list(IP2P_WEIGHT_PATTERNS))
     local_dir = Path(local_dir)
     hub_download(repo_id=hub_id, local_dir=str(local_dir), allow_patterns=patterns)  # resumes by itself
@@ -188,7 +190,8 @@ def download_base(local_dir: str | Path = IP2P_LOCAL_DIR, hub_id: str = IP2P_HUB
         if not (local_dir / p).exists() or safetensors_problem(local_dir / p) is not None]
     if problems:
         raise MissingWeightsError(f"incomplete base model in {local_dir}: {'; '.join(problems)}. Run the "
-                                  f"script again to resume, or `huggingface-cli download {hub_id} --local-dir {local_dir}`")
+                                  f"script again to resume, or "
+                                  f"`huggingface-cli download {hub_id} --local-dir {local_dir}`")
     return local_dir
 
 

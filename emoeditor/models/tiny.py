@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL, StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from emoeditor.constants import TEXT_SEQ_LEN
 from emoeditor.models.components import sd_v1_ddim_scheduler, seeded_init
@@ -61,9 +62,7 @@ def _tiny_vae() -> AutoencoderKL:
     )
 
 
-def tiny_text_encoder(seed: int = 0):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
+def tiny_text_encoder(seed: int = 0) -> CLIPTextModel:
     config = CLIPTextConfig(
         vocab_size=_vocab_size(), hidden_size=TINY_TEXT_DIM, intermediate_size=64,
         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=TEXT_SEQ_LEN,
@@ -75,7 +74,7 @@ def tiny_text_encoder(seed: int = 0):
 
 def _byte_symbols() -> list[str]:
     """GPT-2/CLIP byte-to-unicode table: every byte has a printable symbol."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -98,8 +97,6 @@ def _vocab_size() -> int:
 
 def save_tiny_tokenizer(folder: str | Path):
     """A character-level CLIP BPE tokenizer (full byte vocab, no merges) written as vocab/merges files."""
-    from transformers import CLIPTokenizer
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(_vocab()))
@@ -123,8 +120,6 @@ def tiny_predictor(seed: int = 0) -> EmotionPredictor:
 
 def save_tiny_base(folder: str | Path, seed: int = 0) -> Path:
     """A tiny InstructPix2Pix folder in the diffusers layout (what timbrooks/instruct-pix2pix holds)."""
-    from diffusers import StableDiffusionInstructPix2PixPipeline
-
     folder = Path(folder)
     tokenizer = save_tiny_tokenizer(folder / "tokenizer")
     pipe = StableDiffusionInstructPix2PixPipeline(

@@ -13,10 +13,9 @@ from typing import Optional
 import torch
 from accelerate import init_empty_weights
 
-from emoeditor.constants import (IP2P_HUB_ID, OFFICIAL_DOWNLOADS, OFFICIAL_EMOENC_FILE, OFFICIAL_UNET_FILE)
+from emoeditor.constants import IP2P_HUB_ID, OFFICIAL_DOWNLOADS, OFFICIAL_EMOENC_FILE, OFFICIAL_UNET_FILE
 from emoeditor.errors import CheckpointMismatchError, MissingWeightsError
 from emoeditor.models.emotion_encoder import EmotionEncoder
-
 
 UNET_PREFIX = "unet."
 VAE_PREFIX = "auto_encoder."

@@ -24,8 +24,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from emoeditor.constants import (CAM_THRESHOLD, CANNY_THRESHOLDS, CAM_TARGETS, ENRD_REDUCTIONS, ESMI_ALPHA, IMAGE_SIZE,
-                        KL_EPS, NUM_EMOTIONS)
+from emoeditor.constants import (
+    CAM_TARGETS,
+    CAM_THRESHOLD,
+    CANNY_THRESHOLDS,
+    ENRD_REDUCTIONS,
+    ESMI_ALPHA,
+    IMAGE_SIZE,
+    KL_EPS,
+    NUM_EMOTIONS,
+)
 from emoeditor.scoring.gradcam import emotion_cam, emotion_region
 
 # ---------------------------------------------------------------------------------------- inputs

@@ -107,5 +107,6 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     except FileNotFoundError as exc:
         raise MissingWeightsError(f"checkpoint {path} is incomplete ({exc.filename} missing)") from None
     except Exception as exc:  # a truncated or foreign file
-        raise EmoEditorError(f"checkpoint {path} cannot be read ({exc}); resume from an earlier step_* folder")
+        raise EmoEditorError(f"checkpoint {path} cannot be read ({exc}); "
+                             f"resume from an earlier step_* folder") from exc
     return weights, state

@@ -7,15 +7,15 @@ resized to ``image_size``, no mean/std. Outputs (in ``--output_dir``):
 
 * ``model.safetensors`` + ``config.json`` + ``emo_predictor.pt`` -- the best-on-val weights in
   the official key layout (a plain torchvision resnet18 state dict, ``weights_only=True``);
-* ``training_state.pt`` -- what ``--resume`` needs (tensors and primitives only);
+* ``training_state.pt`` -- what ``--resume`` needs (tensors and primitives only), written atomically;
 * ``eval_<split>.json`` + ``confusion_<split>.png`` -- top-1, per-class accuracy, confusion;
 * ``skipped_images.txt`` -- unreadable images, counted and skipped instead of ending the run.
 
-Data layouts: the EmoSet-118K release (``train.json``/``val.json``/``test.json`` listing
-``[emotion, image path, annotation path]``) or one folder per class, either under split folders
-(``train/<emotion>/*``) or directly under the root (then split by ``--val_fraction`` /
-``--test_fraction`` with ``--seed``). Labels are matched by emotion name, so EmoSet's own label
-order (amusement, awe, contentment, excitement, anger, ...) never leaks into ours.
+Data layouts (read by :mod:`emoeditor.data.emoset`, the reader the test split uses too): the
+EmoSet-118K release (``train.json``/``val.json``/``test.json`` listing ``[emotion, image path,
+annotation path]``) or one folder per class, either under split folders (``train/<emotion>/*``) or
+directly under the root (then split by ``--val_fraction`` / ``--test_fraction`` with ``--seed``).
+Labels are matched by emotion name, so EmoSet's own label order never leaks into ours.
 """
 
 from __future__ import annotations
@@ -35,18 +35,26 @@ import torchvision.transforms.functional as TF
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from emoeditor.constants import (EMOSET_SPLITS, EMOTIONS, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, NUM_EMOTIONS,
-                        PREDICTOR_NORMALIZATIONS, RESNET18_IMAGENET_FILE)
+from emoeditor.constants import (
+    EMOSET_SPLITS,
+    EMOTIONS,
+    IMAGE_SIZE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    NUM_EMOTIONS,
+    PREDICTOR_NORMALIZATIONS,
+    RESNET18_IMAGENET_FILE,
+)
+from emoeditor.data.emoset import Sample, load_split
 from emoeditor.errors import EmoEditorError, ImageLoadError, MissingWeightsError
+from emoeditor.fileio import atomic_write, atomic_write_text
 from emoeditor.imageio import open_image
 from emoeditor.models.components import seeded_init
 from emoeditor.models.predictor import EmotionPredictor, build_resnet18, save_predictor
-from emoeditor.data.emoset import Sample, load_split
-
+from emoeditor.seeding import mix_seed
 
 STATE_FILE = "training_state.pt"
 SKIPPED_FILE = "skipped_images.txt"
-LAYOUTS = ("auto", "release", "folders")
 AUGMENTATIONS = ("none", "flip", "crop_flip")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -56,8 +64,8 @@ PRECISIONS = ("no", "fp16", "bf16")
 class EmotionImageDataset(Dataset):
     """(image in [0, 1], label, index); an unreadable image gives label -1 so the loop can skip and count it.
 
-    Augmentation draws come from a generator seeded by (seed, epoch, index), so a run is
-    reproducible whatever the number of workers.
+    Augmentation draws come from a generator seeded by ``mix_seed(seed, "augment", epoch, index)``,
+    so a run is reproducible whatever the number of workers.
     """
 
     def __init__(self, samples: list[Sample], image_size: int, augment: str = "none",
@@ -91,7 +99,7 @@ class EmotionImageDataset(Dataset):
             img = open_image(sample.path)
         except ImageLoadError:
             return torch.zeros(3, *size), -1, index
-        g = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF)
+        g = torch.Generator().manual_seed(mix_seed(self.seed, "augment", self.epoch, index))
         if self.augment == "crop_flip":
             img = TF.resized_crop(img, *self._crop_params(*img.size, g), size, antialias=True)
         else:  # the official evaluation transform: Resize((224, 224)) + ToTensor
@@ -130,7 +138,7 @@ def build_predictor(image_size: int = IMAGE_SIZE, normalize: str = "none", init:
         else:
             warnings.warn(f"no ImageNet ResNet18 weights at {path}; starting from random weights (expect lower "
                           f"accuracy). Pass --imagenet_weights PATH to {RESNET18_IMAGENET_FILE}, or --init random "
-                          f"to silence this.")
+                          f"to silence this.", stacklevel=2)
     elif init != "random":
         raise EmoEditorError(f"--init must be imagenet or random, got {init!r}")
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalize == "imagenet" else (None, None)
@@ -218,7 +226,7 @@ def save_confusion_png(confusion, path: str | Path, title: str = "") -> Path:
                     color="white" if rates[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return atomic_write(path, lambda tmp: save_figure(fig, tmp))
 
 
 def make_optimizer(params, args: argparse.Namespace) -> torch.optim.Optimizer:
@@ -241,14 +249,19 @@ def lr_multiplier(warmup: int, total: int, schedule: str):
     return f
 
 
-def _loader(samples, args, train: bool, seed_offset: int = 0) -> tuple[EmotionImageDataset, DataLoader]:
+def _loader(samples, args, train: bool) -> tuple[EmotionImageDataset, DataLoader]:
     ds = EmotionImageDataset(samples, args.image_size, args.augment if train else "none",
-                             args.min_crop_scale, args.seed + seed_offset)
-    g = torch.Generator().manual_seed(args.seed)
+                             args.min_crop_scale, args.seed)
+    g = torch.Generator()  # reseeded every epoch (train_predictor)
     loader = DataLoader(ds, batch_size=args.batch_size, shuffle=train, generator=g if train else None,
                         num_workers=args.num_workers, drop_last=train and len(ds) >= args.batch_size,
                         pin_memory=torch.cuda.is_available())
     return ds, loader
+
+
+def save_training_state(path: str | Path, state: dict) -> Path:
+    """What ``--resume`` needs, written atomically: a run killed mid-save keeps the previous epoch's state."""
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def train_predictor(args: argparse.Namespace) -> dict:
@@ -276,7 +289,8 @@ def train_predictor(args: argparse.Namespace) -> dict:
     total_steps = args.epochs * steps_per_epoch
     if args.max_steps:
         total_steps = min(total_steps, args.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(args.warmup_steps, total_steps, args.schedule))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                  lr_multiplier(args.warmup_steps, total_steps, args.schedule))
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
 
     start_epoch, step, best_top1, history = 0, 0, -1.0, []
@@ -309,7 +323,7 @@ def train_predictor(args: argparse.Namespace) -> dict:
             break
         predictor.train()
         train_ds.set_epoch(epoch)
-        train_loader.generator.manual_seed(hash((args.seed, epoch)) & 0x7FFF_FFFF)  # resumable shuffle order
+        train_loader.generator.manual_seed(mix_seed(args.seed, "shuffle", epoch))  # resumable shuffle order
         loss_sum, n_seen = 0.0, 0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False)
         for images, labels, index in bar:
@@ -353,9 +367,10 @@ def train_predictor(args: argparse.Namespace) -> dict:
         if score >= best_top1 or "val_top1" not in record:
             best_top1 = score
             save_predictor(predictor, out, extra=extra)
-        torch.save({"model": predictor.net.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
-                    "step": step, "best_top1": best_top1, "history": history}, state_path)
+        save_training_state(state_path, {
+            "model": predictor.net.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
+            "step": step, "best_top1": best_top1, "history": history})
     if writer:
         writer.close()
 
@@ -365,7 +380,7 @@ def train_predictor(args: argparse.Namespace) -> dict:
     results = {}
     for split, loader in eval_loaders.items():
         res = evaluate(best, loader, device, autocast_dtype, bad[split])
-        (out / f"eval_{split}.json").write_text(json.dumps(res, indent=2))
+        atomic_write_text(out / f"eval_{split}.json", json.dumps(res, indent=2))
         save_confusion_png(res["confusion"], out / f"confusion_{split}.png",
                            f"{split}: top-1 {100 * res['top1']:.1f}% ({res['num_images']} images)")
         results[split] = res
@@ -380,7 +395,7 @@ def _report_skipped(bad: dict[str, set[int]], splits: dict[str, list[Sample]], o
     """Unreadable images were skipped, not fatal: say how many and list them in skipped_images.txt."""
     lines = sorted(f"{split}\t{splits[split][i].path}" for split, idx in bad.items() for i in idx)
     if lines:
-        (out / SKIPPED_FILE).write_text("\n".join(lines) + "\n")
+        atomic_write_text(out / SKIPPED_FILE, "\n".join(lines) + "\n")
         print(f"skipped {len(lines)} unreadable image(s) (listed in {out / SKIPPED_FILE}); "
               f"re-export or remove them")
     return len(lines)

@@ -2,7 +2,8 @@
 
 The UNet (from InstructPix2Pix) and the emotion encoder are trained; the VAE and the CLIP text
 encoder stay frozen. Per step: the target latent is a posterior sample, the source latent the
-posterior mode (the Ip2p condition), t ~ U{0..999}, and
+posterior mode (the Ip2p condition), t ~ U{0..999} (or the official code's bound, see
+`official_timestep_bound`), and
 
     L = MSE(eps, eps_theta(z_t, t, z_src, e)) + lambda * (1 - cos(e, c))
 
@@ -10,6 +11,10 @@ with e the emotion embedding and c the CLIP embedding of the pair's instruction 
 flattened). Randomness is a pure function of (seed, step, rank, micro-batch): the data order is
 a seeded permutation per epoch and the step's draws come from a generator seeded per step, so a
 resumed run continues bit-exactly from the checkpoint's step.
+
+`train` reads as its steps: `setup` (accelerator, models, data, optimizer, resume -> a `TrainRun`),
+then per optimizer step `train_step` (which scripts/bench_train.py times too), `log_step`,
+`save_preview`, `write_checkpoint`, and at the end `export`.
 """
 
 from __future__ import annotations
@@ -22,21 +27,30 @@ import math
 import shutil
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emoeditor.training import checkpoint as ckpt
-from emoeditor.constants import (EMOTION_INPUTS,
-                        LAMBDA_EMB, LATENT_SCALE, TEXT_SEQ_LEN)
+from emoeditor.constants import (
+    EMOTION_INPUTS,
+    LAMBDA_EMB,
+    LATENT_SCALE,
+    NOISE_START_RANGE,
+    NUM_TRAIN_TIMESTEPS,
+    OFFICIAL_PREVIEW_EVERY,
+    TEXT_SEQ_LEN,
+)
+from emoeditor.data.latent_cache import target_posterior
 from emoeditor.emotions import emotion_input
 from emoeditor.errors import TrainingError
-from emoeditor.data.latent_cache import target_posterior
 from emoeditor.models.latents import sample_latents
+from emoeditor.seeding import mix_seed
+from emoeditor.training import checkpoint as ckpt
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +59,8 @@ MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 # diffusers' schedules that need nothing beyond warmup and total steps (piecewise_constant needs step rules).
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 NULL_EMBEDDINGS = ("learned", "zero")
+# t ~ U{0..999} (paper), or below the T the official code's preview edit leaves in the scheduler.
+TRAIN_TIMESTEPS = ("uniform", "official")
 # Args that change the model itself: a resumed run must use the checkpoint's values.
 MODEL_ARGS = ("emotion_input", "encoder_hidden", "null_embedding", "cond_dropout", "vae_input_range", "image_size")
 
@@ -79,11 +95,14 @@ class LossTerms(NamedTuple):
 
 def compute_loss(model, noise_scheduler, target_moments: torch.Tensor, source_latent: torch.Tensor,
                  emotion: torch.Tensor, text_embedding: torch.Tensor, generator: torch.Generator,
-                 lambda_emb: float = LAMBDA_EMB, cond_dropout: float = 0.0) -> LossTerms:
-    """One micro-batch's loss. Draws, in order: posterior sample, noise, timesteps, dropout mask."""
+                 lambda_emb: float = LAMBDA_EMB, cond_dropout: float = 0.0,
+                 num_timesteps: Optional[int] = None) -> LossTerms:
+    """One micro-batch's loss. Draws, in order: posterior sample, noise, timesteps, dropout mask.
+
+    t ~ U{0 .. num_timesteps - 1}, by default all of the scheduler's training timesteps."""
     latents = sample_latents(target_posterior(target_moments.float()), generator)
     noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-    num_t = noise_scheduler.config.num_train_timesteps
+    num_t = noise_scheduler.config.num_train_timesteps if num_timesteps is None else num_timesteps
     timesteps = torch.randint(0, num_t, (latents.shape[0],), generator=generator, device=latents.device)
     drop = None
     if cond_dropout > 0:
@@ -98,12 +117,6 @@ def compute_loss(model, noise_scheduler, target_moments: torch.Tensor, source_la
 
 
 # ------------------------------------------------------------------------------------- randomness
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from integers, so (seed, step, rank, micro) never collide like seed + step would."""
-    digest = hashlib.sha256("/".join(str(int(p)) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
 def step_generator(seed: int, step: int, rank: int, micro: int, device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(mix_seed(seed, 1, step, rank, micro))
 
@@ -131,6 +144,41 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------- training timesteps
+def official_timestep_bound(step: int, preview_T: Callable[[int], int], every: int = OFFICIAL_PREVIEW_EVERY,
+                            num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> int:
+    """The exclusive bound of t at (0-based) iteration `step` of the official train.py.
+
+    Its loop draws `t ~ U{0 .. scheduler.config.num_train_timesteps - 1}` and, after that draw, at
+    iteration 0 and every `every` iterations runs a preview edit (ip2p.forward) on the same
+    scheduler, which sets `scheduler.config.num_train_timesteps = T`, T ~ U{700..980}. diffusers'
+    FrozenDict lets that attribute write through (`config["num_train_timesteps"]` stays 1000), so
+    iteration 0 draws below 1000 and iterations w*every+1 .. (w+1)*every below the T of preview w.
+    `preview_T(w)` gives that T.
+    """
+    if step == 0:
+        return num_train_timesteps
+    return preview_T((step - 1) // every)
+
+
+def official_preview_T(seed: int, window: int) -> int:
+    """Our draw of preview `window`'s T in [700, 980] (inclusive, as ip2p.forward): a pure function of
+    (seed, window), so a resumed run draws the same T without storing it."""
+    lo, hi = NOISE_START_RANGE
+    generator = torch.Generator().manual_seed(mix_seed(seed, 3, window))
+    return int(torch.randint(lo, hi + 1, (1,), generator=generator))
+
+
+def timestep_bound(mode: str, step: int, seed: int, num_train_timesteps: int) -> int:
+    """--train_timesteps: t ~ U{0 .. bound - 1} at optimizer step `step`."""
+    if mode == "uniform":
+        return num_train_timesteps
+    if mode == "official":
+        return official_timestep_bound(step, lambda window: official_preview_T(seed, window),
+                                       every=OFFICIAL_PREVIEW_EVERY, num_train_timesteps=num_train_timesteps)
+    raise TrainingError(f"--train_timesteps {mode!r}: choose one of {', '.join(TRAIN_TIMESTEPS)}")
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -214,7 +262,8 @@ def build_dataset(args, accelerator, frozen: dict):
         ensure_latent_cache(args, frozen, accelerator)
         return LatentCacheDataset(args.latent_cache)
     entries = load_emopair(args.json_path, args.data_root, args.subset, skip_bad=args.skip_bad,
-                           check_images=args.check_images, progress=accelerator.is_main_process and not args.no_progress)
+                           check_images=args.check_images,
+                           progress=accelerator.is_main_process and not args.no_progress)
     dataset = EmoPairDataset(entries, args.data_root, args.image_size)
     return SkipBadItems(dataset) if args.skip_bad else dataset
 
@@ -267,9 +316,9 @@ def preview_strip(model, vae, batch: dict, inputs: dict, args, seed: int) -> tor
     The edit is one EmoEditorPipeline call (the inference edit, no iterative critic) with the
     weights being trained; from cached latents the source and target shown are VAE reconstructions.
     """
-    from emoeditor.models.latents import decode_latents
-    from emoeditor.models.components import sd_v1_ddim_scheduler
     from emoeditor.editing.pipeline import EmoEditorPipeline
+    from emoeditor.models.components import sd_v1_ddim_scheduler
+    from emoeditor.models.latents import decode_latents
 
     device = inputs["source_latent"].device
     if "source" in batch:
@@ -326,8 +375,8 @@ def export_pipeline(model: EmoEditorDenoiser, args, export_dir: Path, summary: O
 
     Written to a temporary sibling and renamed into place, so test.py never loads a half-written
     export; training_summary.json (`summary`) goes in with it."""
-    from emoeditor.models.components import load_base_components
     from emoeditor.editing.pipeline import EmoEditorPipeline
+    from emoeditor.models.components import load_base_components
 
     base = load_base_components(args.base_model)  # frozen parts reloaded so they are saved in full precision
     pipe = EmoEditorPipeline(
@@ -345,7 +394,7 @@ def export_pipeline(model: EmoEditorDenoiser, args, export_dir: Path, summary: O
     return ckpt.replace_dir(tmp, export_dir)
 
 
-# -------------------------------------------------------------------------------------------- train
+# -------------------------------------------------------------------------------------------- setup
 def initial_weights(args, base: dict, embed_dim: int):
     """(UNet, emotion encoder) to train: Ip2p's UNet + a fresh encoder, or those of --init_model."""
     from emoeditor.models.emotion_encoder import EmotionEncoder
@@ -381,6 +430,8 @@ def _check_args(args, world: int) -> int:
         raise TrainingError(f"--cond_dropout {args.cond_dropout} must be in [0, 1)")
     if args.lambda_emb < 0:
         raise TrainingError(f"--lambda_emb {args.lambda_emb} must be >= 0")
+    if args.train_timesteps not in TRAIN_TIMESTEPS:
+        raise TrainingError(f"--train_timesteps {args.train_timesteps!r}: choose one of {', '.join(TRAIN_TIMESTEPS)}")
     if not 0.0 <= args.ema_decay < 1.0:
         raise TrainingError(f"--ema_decay {args.ema_decay} must be in [0, 1) (0 = no EMA)")
     for flag in ("gradient_accumulation_steps", "image_size", "max_nonfinite"):
@@ -415,39 +466,110 @@ def _optimizer(args, params):
     return torch.optim.Adam(params, **kwargs)
 
 
-def train(args: argparse.Namespace) -> Optional[Path]:
-    """Train, checkpoint, export. Returns the exported pipeline folder (None after --stop_at_step)."""
-    from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs, set_seed
-    from diffusers.optimization import get_scheduler
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
+@dataclass
+class StepParts:
+    """What one optimizer step (`train_step`) uses: `setup` builds it from the flags, scripts/bench_train.py its own.
 
-    from emoeditor.imageio import save_image
-    from emoeditor.models.components import load_base_components
+    `accelerator` is an accelerate.Accelerator, or any object with its `device`, `process_index`,
+    `mixed_precision`, `no_sync`, `backward`, `clip_grad_norm_` and `gather`."""
 
-    # 1. Accelerator, resume state, argument checks.
-    resume_weights = resume_state = None
+    model: nn.Module  # called as EmoEditorDenoiser is; as prepared (DDP, compiled, autocast)
+    optimizer: Any
+    noise_scheduler: Any  # add_noise and config.num_train_timesteps
+    accelerator: Any
+    seed: int = 0  # --random_seed: every step's draws
+    accum: int = 1  # --gradient_accumulation_steps: micro-batches per step on each process
+    lambda_emb: float = LAMBDA_EMB
+    cond_dropout: float = 0.0
+    max_grad_norm: Optional[float] = None  # None: no clipping (the norm still feeds the non-finite check)
+    train_timesteps: str = "uniform"  # TRAIN_TIMESTEPS
+    lr_scheduler: Any = None
+    ema: Any = None  # a diffusers EMAModel following ema_model's parameters
+    ema_model: Optional[nn.Module] = None
+
+
+@dataclass
+class TrainRun:
+    """A training run between two steps: what `setup` builds and the loop in `train` advances."""
+
+    args: argparse.Namespace
+    accelerator: Any
+    parts: StepParts
+    raw_model: EmoEditorDenoiser  # unwrapped from DDP/compile: checkpoints, previews, export
+    frozen: dict  # the frozen VAE + text encoder + tokenizer
+    dataset: Any
+    steps_per_epoch: int
+    total_steps: int
+    export_dir: Path
+    step: int = 0  # optimizer steps done
+    nonfinite_total: int = 0
+    nonfinite_run: int = 0  # skipped steps in a row
+    bad_pairs: int = 0  # pairs --skip_bad replaced on this process (rank 0 carries the total of earlier runs)
+    last_saved: int = -1
+    writer: Any = None  # TensorBoard, rank 0 only
+    bar: Any = None
+    last_batch: Optional[dict] = None  # the last micro-batch read and its model inputs, for the preview strip
+    last_inputs: Optional[dict] = None
+    t_last: float = 0.0  # samples/s since the last log
+    samples_since: int = 0
+
+
+def _load_resume(args) -> tuple[Optional[dict], Optional[dict]]:
+    """--resume's (weights, state), or (None, None); refused if the checkpoint's model settings differ."""
     resume = args.resume
     if resume == "auto":  # a job that may be preempted: resume if there is anything to resume
         resume = "latest" if ckpt.list_checkpoints(ckpt.checkpoint_root(args.save_model_dir)) else None
-    if resume:
-        resume_path = ckpt.resolve_checkpoint(resume, args.save_model_dir)
-        resume_weights, resume_state = ckpt.load_checkpoint(resume_path)
-        saved = resume_state["args"]
-        changed = {k: (saved.get(k), ckpt.plain(getattr(args, k))) for k in MODEL_ARGS
-                   if saved.get(k) != ckpt.plain(getattr(args, k))}
-        if changed:
-            raise TrainingError(f"--resume {resume_path}: the checkpoint was trained with different model "
-                                f"settings {changed} (checkpoint, now); use the checkpoint's values")
+    if not resume:
+        return None, None
+    resume_path = ckpt.resolve_checkpoint(resume, args.save_model_dir)
+    weights, state = ckpt.load_checkpoint(resume_path)
+    saved = state["args"]
+    changed = {k: (saved.get(k), ckpt.plain(getattr(args, k))) for k in MODEL_ARGS
+               if saved.get(k) != ckpt.plain(getattr(args, k))}
+    if changed:
+        raise TrainingError(f"--resume {resume_path}: the checkpoint was trained with different model "
+                            f"settings {changed} (checkpoint, now); use the checkpoint's values")
+    return weights, state
+
+
+def _restore(state: dict, args, steps_per_epoch: int, num_items: int, optimizer, lr_scheduler, ema) -> None:
+    """Optimizer, LR schedule, EMA and RNG from a checkpoint, after checking the data position still holds."""
+    optimizer.load_state_dict(state["optimizer"])
+    lr_scheduler.load_state_dict(state["lr_scheduler"])
+    if ema is not None:
+        if "ema" not in state:
+            raise TrainingError(f"--resume: the checkpoint has no EMA state but --ema_decay is {args.ema_decay}")
+        ema.load_state_dict(state["ema"])
+    if state["steps_per_epoch"] != steps_per_epoch or state["num_items"] != num_items:
+        raise TrainingError(
+            f"--resume: the data changed ({state['num_items']} pairs / {state['steps_per_epoch']} "
+            f"steps per epoch at save time, now {num_items} / {steps_per_epoch}); the data position "
+            f"cannot be restored. Use the same --json_path/--subset/--skip_bad/--batch_size")
+    saved_seed = state["args"].get("random_seed")
+    if saved_seed != args.random_seed:  # the seed fixes every epoch's data order
+        raise TrainingError(f"--resume: the checkpoint was trained with --random_seed {saved_seed}, "
+                            f"now {args.random_seed}; the data position cannot be restored. Use the checkpoint's seed")
+    set_rng_state(state["rng"])
+
+
+def setup(args: argparse.Namespace) -> TrainRun:
+    """Accelerator, models, data, optimizer, LR schedule and EMA (restored on --resume): a run ready to step."""
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs, set_seed
+    from diffusers.optimization import get_scheduler
+    from tqdm.auto import tqdm
+
+    from emoeditor.models.components import load_base_components
+
+    # 1. Accelerator, resume state, argument checks.
+    resume_weights, resume_state = _load_resume(args)
     accelerator = Accelerator(mixed_precision=_mixed_precision(args), cpu=args.cpu,
                               dynamo_backend="inductor" if args.compile else None,
                               kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=args.ddp_timeout))])
-    device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
+    device, world = accelerator.device, accelerator.num_processes
     micro_size = _check_args(args, world)
     export_dir = Path(args.export_dir) if args.export_dir else Path(args.save_model_dir) / "model"
     check_export_dir(export_dir)
-    accum = args.gradient_accumulation_steps
     if args.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -458,6 +580,9 @@ def train(args: argparse.Namespace) -> Optional[Path]:
     weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
     frozen = frozen_components(base, device, weight_dtype)
     noise_scheduler = base["scheduler"]
+    if args.train_timesteps == "official" and NOISE_START_RANGE[1] >= noise_scheduler.config.num_train_timesteps:
+        raise TrainingError(f"--train_timesteps official draws T up to {NOISE_START_RANGE[1]}, but the scheduler of "
+                            f"--base_model has {noise_scheduler.config.num_train_timesteps} training timesteps")
     unet, encoder = initial_weights(args, base, frozen["text_encoder"].config.hidden_size)
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
@@ -478,26 +603,10 @@ def train(args: argparse.Namespace) -> Optional[Path]:
     if args.ema_decay > 0:
         from diffusers.training_utils import EMAModel
         ema = EMAModel(model.parameters(), decay=args.ema_decay)
-    step = 0
-    nonfinite_total = 0
-    bad_pairs = 0  # pairs --skip_bad replaced, on this process (rank 0 carries the total of earlier runs)
+    step = nonfinite_total = bad_pairs = 0
     if resume_state is not None:
         model.load_state_dict(resume_weights)
-        optimizer.load_state_dict(resume_state["optimizer"])
-        lr_scheduler.load_state_dict(resume_state["lr_scheduler"])
-        if ema is not None:
-            if "ema" not in resume_state:
-                raise TrainingError(f"--resume: the checkpoint has no EMA state but --ema_decay is {args.ema_decay}")
-            ema.load_state_dict(resume_state["ema"])
-        if resume_state["steps_per_epoch"] != steps_per_epoch or resume_state["num_items"] != len(dataset):
-            raise TrainingError(
-                f"--resume: the data changed ({resume_state['num_items']} pairs / {resume_state['steps_per_epoch']} "
-                f"steps per epoch at save time, now {len(dataset)} / {steps_per_epoch}); the data position "
-                f"cannot be restored. Use the same --json_path/--subset/--skip_bad/--batch_size")
-        if saved.get("random_seed") != args.random_seed:  # the seed fixes every epoch's data order
-            raise TrainingError(f"--resume: the checkpoint was trained with --random_seed {saved.get('random_seed')}, "
-                                f"now {args.random_seed}; the data position cannot be restored. Use the checkpoint's seed")
-        set_rng_state(resume_state["rng"])
+        _restore(resume_state, args, steps_per_epoch, len(dataset), optimizer, lr_scheduler, ema)
         step = int(resume_state["step"])
         nonfinite_total = int(resume_state.get("nonfinite_total", 0))
         bad_pairs = int(resume_state.get("bad_pairs_skipped", 0)) if accelerator.is_main_process else 0
@@ -505,138 +614,216 @@ def train(args: argparse.Namespace) -> Optional[Path]:
         ema.to(device)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model, keep_torch_compile=False)
-
-    def bad_pairs_total() -> int:  # a collective: every process calls it
-        return int(accelerator.reduce(torch.tensor([bad_pairs], device=device), reduction="sum")[0])
-
-    def save(at_step: int) -> None:
-        skipped = bad_pairs_total()
-        if accelerator.is_main_process:
-            state = {"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
-                     "rng": rng_state(), "step": at_step, "epoch": at_step // steps_per_epoch,
-                     "batch_in_epoch": at_step % steps_per_epoch, "steps_per_epoch": steps_per_epoch,
-                     "num_items": len(dataset), "nonfinite_total": nonfinite_total, "bad_pairs_skipped": skipped}
-            if ema is not None:
-                state["ema"] = ema.state_dict()
-            ckpt.save_checkpoint(ckpt.checkpoint_root(args.save_model_dir), at_step, raw_model.state_dict(),
-                                 state, vars(args), keep_last=args.keep_last or None)
-        accelerator.wait_for_everyone()
+    parts = StepParts(model=model, optimizer=optimizer, noise_scheduler=noise_scheduler, accelerator=accelerator,
+                      seed=args.random_seed, accum=args.gradient_accumulation_steps, lambda_emb=args.lambda_emb,
+                      cond_dropout=args.cond_dropout, max_grad_norm=args.max_grad_norm,
+                      train_timesteps=args.train_timesteps, lr_scheduler=lr_scheduler, ema=ema, ema_model=raw_model)
 
     # 5. Logging (rank 0 only).
     writer = None
-    train_save_dir = Path(args.train_save_dir)
     if accelerator.is_main_process:
         from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(train_save_dir / "tensorboard"))
-        logger.info("training %d steps (%d per epoch, %d pairs), %d process(es) x %d accumulation x %d per micro-batch, "
-                    "mixed precision %s", total_steps, steps_per_epoch, len(dataset), world, accum, micro_size,
-                    accelerator.mixed_precision)
+        writer = SummaryWriter(str(Path(args.train_save_dir) / "tensorboard"))
+        logger.info("training %d steps (%d per epoch, %d pairs), %d process(es) x %d accumulation x %d per "
+                    "micro-batch, mixed precision %s", total_steps, steps_per_epoch, len(dataset), world,
+                    args.gradient_accumulation_steps, micro_size, accelerator.mixed_precision)
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step",
                disable=not accelerator.is_main_process or args.no_progress)
+    return TrainRun(args=args, accelerator=accelerator, parts=parts, raw_model=raw_model, frozen=frozen,
+                    dataset=dataset, steps_per_epoch=steps_per_epoch, total_steps=total_steps, export_dir=export_dir,
+                    step=step, nonfinite_total=nonfinite_total, bad_pairs=bad_pairs,
+                    last_saved=step if resume_state is not None else -1, writer=writer, bar=bar,
+                    t_last=time.perf_counter())
 
-    # 6. The loop: one optimizer step = `accum` micro-batches on each of `world` processes.
-    params = [p for p in model.parameters() if p.requires_grad]
-    nonfinite_run = 0
-    last_saved = step if resume_state is not None else -1
-    t_last, samples_since = time.perf_counter(), 0
-    while step < total_steps:
-        epoch, first = divmod(step, steps_per_epoch)
-        perm = epoch_permutation(len(dataset), args.random_seed, epoch)
-        last = min(steps_per_epoch, first + total_steps - step)
-        sampler = [mb for s in range(first, last)
-                   for mb in rank_micro_batches(perm, s, args.batch_size, world, rank, accum)]
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers,
-                            pin_memory=device.type == "cuda")
-        batches = iter(loader)
-        for _ in range(first, last):
-            sums = torch.zeros(3, device=device)
-            finite = True
-            for a in range(accum):
-                batch = next(batches)
-                if "skipped" in batch:
-                    bad_pairs += int(batch["skipped"].sum())
-                inputs = to_model_inputs(batch, frozen, args, device)
-                sync = accelerator.no_sync(model) if a < accum - 1 else nullcontext()
-                with sync:
-                    terms = compute_loss(model, noise_scheduler, inputs["target_moments"], inputs["source_latent"],
-                                         inputs["emotion"], inputs["text_embedding"],
-                                         step_generator(args.random_seed, step, rank, a, device),
-                                         args.lambda_emb, args.cond_dropout)
-                    accelerator.backward(terms.loss / accum)
-                finite = finite and bool(torch.isfinite(terms.loss))
-                sums += torch.stack([t.detach().float() for t in terms]) / accum
-            grad_norm = accelerator.clip_grad_norm_(params, args.max_grad_norm or math.inf)
-            flag = torch.tensor([float(finite and bool(torch.isfinite(grad_norm)))], device=device)
-            updated = bool(accelerator.gather(flag).min() > 0)
-            if updated or accelerator.mixed_precision == "fp16":
-                optimizer.step()  # under fp16 the grad scaler skips inf steps itself and lowers its scale
-                updated = not optimizer.step_was_skipped
-            if updated:
-                lr_scheduler.step()
-                if ema is not None:
-                    ema.step(raw_model.parameters())
-                nonfinite_run = 0
-            else:  # skip the update; the data of this step is consumed all the same
-                nonfinite_run += 1
-                nonfinite_total += 1
-                logger.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", step, nonfinite_run)
-                if nonfinite_run >= args.max_nonfinite:
-                    raise TrainingError(
-                        f"{nonfinite_run} non-finite losses in a row (last at step {step}); stopping. Lower "
-                        f"--learning_rate, set --max_grad_norm, use --mixed_precision bf16 or no, or resume from "
-                        f"an earlier checkpoint in {ckpt.checkpoint_root(args.save_model_dir)}")
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            samples_since += args.batch_size
-            bar.update(1)
 
-            if args.log_every and step % args.log_every == 0:
-                mean = accelerator.reduce(sums, reduction="mean")
-                skipped = bad_pairs_total() if args.skip_bad else 0
-                now = time.perf_counter()
-                if writer is not None:
-                    scalars = {"loss": mean[0], "l_noise": mean[1], "l_emb": mean[2],
-                               "lr": lr_scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                               "samples_per_s": samples_since / max(now - t_last, 1e-9),
-                               "nonfinite_total": nonfinite_total, "bad_pairs_skipped": skipped}
-                    for name, value in scalars.items():
-                        writer.add_scalar(f"train/{name}", float(value), step)
-                    bar.set_postfix(loss=f"{float(mean[0]):.4f}", l_noise=f"{float(mean[1]):.4f}",
-                                    l_emb=f"{float(mean[2]):.4f}")
-                t_last, samples_since = now, 0
-            if args.image_every and step % args.image_every == 0 and accelerator.is_main_process:
-                raw_model.eval()
-                strip = preview_strip(raw_model, frozen["vae"], batch, inputs, args, args.random_seed)
-                raw_model.train()
-                name = f"epoch{epoch:03d}_iter{step}_{batch['transition'][0]}.png".replace(" ", "_")
-                save_image(strip, train_save_dir / "images" / name)
-                writer.add_image("train/source_edit_target", strip, step)
-            if args.checkpoint_every and step % args.checkpoint_every == 0:
-                save(step)
-                last_saved = step
-            if args.stop_at_step is not None and step >= args.stop_at_step:
-                if last_saved != step:
-                    save(step)
-                bar.close()
-                if writer is not None:
-                    writer.close()
-                return None
+# --------------------------------------------------------------------------------------- one step
+class StepResult(NamedTuple):
+    losses: torch.Tensor  # (3,): loss, l_noise, l_emb, each the mean over this process's micro-batches
+    grad_norm: torch.Tensor  # before clipping
+    updated: bool  # False: a loss or gradient was non-finite on some process and the update was skipped
 
-    # 7. Final checkpoint and export (EMA weights if EMA is on).
-    bar.close()
-    if last_saved != step:
-        save(step)
-    digests = _check_ranks_agree(accelerator, weights_digest(raw_model.state_dict()))
-    skipped = bad_pairs_total()
+
+def train_step(parts: StepParts, micro_batches: Iterable[dict], step: int) -> StepResult:
+    """One optimizer step: `parts.accum` micro-batches forward + backward, gradient clipping, then the
+    optimizer, LR schedule and EMA update, skipped on every process if any loss or gradient is not finite.
+
+    `micro_batches` yields compute_loss's inputs (target_moments, source_latent, emotion, text_embedding)
+    one micro-batch at a time, so reading and encoding the data is part of the step. `step` (0-based)
+    seeds the step's draws and sets the timestep bound (--train_timesteps).
+    """
+    accelerator = parts.accelerator
+    device, rank = accelerator.device, accelerator.process_index
+    num_t = timestep_bound(parts.train_timesteps, step, parts.seed, parts.noise_scheduler.config.num_train_timesteps)
+    sums = torch.zeros(3, device=device)
+    finite, done = True, 0
+    for a, inputs in zip(range(parts.accum), micro_batches):
+        sync = accelerator.no_sync(parts.model) if a < parts.accum - 1 else nullcontext()
+        with sync:  # gradients are all-reduced on the last micro-batch only
+            terms = compute_loss(parts.model, parts.noise_scheduler, inputs["target_moments"], inputs["source_latent"],
+                                 inputs["emotion"], inputs["text_embedding"],
+                                 step_generator(parts.seed, step, rank, a, device), parts.lambda_emb,
+                                 parts.cond_dropout, num_timesteps=num_t)
+            accelerator.backward(terms.loss / parts.accum)
+        finite = finite and bool(torch.isfinite(terms.loss))
+        sums += torch.stack([t.detach().float() for t in terms]) / parts.accum
+        done += 1
+    if done != parts.accum:
+        raise TrainingError(f"step {step}: {done} micro-batches for {parts.accum} accumulation steps")
+    params = [p for p in parts.model.parameters() if p.requires_grad]
+    grad_norm = accelerator.clip_grad_norm_(params, parts.max_grad_norm or math.inf)
+    flag = torch.tensor([float(finite and bool(torch.isfinite(grad_norm)))], device=device)
+    updated = bool(accelerator.gather(flag).min() > 0)
+    if updated or accelerator.mixed_precision == "fp16":
+        parts.optimizer.step()  # under fp16 the grad scaler skips inf steps itself and lowers its scale
+        updated = not getattr(parts.optimizer, "step_was_skipped", False)
+    if updated:
+        if parts.lr_scheduler is not None:
+            parts.lr_scheduler.step()
+        if parts.ema is not None:
+            parts.ema.step(parts.ema_model.parameters())
+    parts.optimizer.zero_grad(set_to_none=True)  # a skipped step's data is consumed all the same
+    return StepResult(sums, grad_norm, updated)
+
+
+# ------------------------------------------------------------------------------------------- loop
+def _micro_batches(run: TrainRun, batches: Iterator[dict]) -> Iterator[dict]:
+    """The step's micro-batches from the DataLoader as model inputs; counts --skip_bad replacements."""
+    for _ in range(run.parts.accum):
+        batch = next(batches)
+        if "skipped" in batch:
+            run.bad_pairs += int(batch["skipped"].sum())
+        inputs = to_model_inputs(batch, run.frozen, run.args, run.accelerator.device)
+        run.last_batch, run.last_inputs = batch, inputs
+        yield inputs
+
+
+def _count_update(run: TrainRun, updated: bool) -> None:
+    """Non-finite bookkeeping after a step; --max_nonfinite skipped steps in a row stop the run."""
+    if updated:
+        run.nonfinite_run = 0
+        return
+    run.nonfinite_run += 1
+    run.nonfinite_total += 1
+    logger.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", run.step, run.nonfinite_run)
+    if run.nonfinite_run >= run.args.max_nonfinite:
+        raise TrainingError(
+            f"{run.nonfinite_run} non-finite losses in a row (last at step {run.step}); stopping. Lower "
+            f"--learning_rate, set --max_grad_norm, use --mixed_precision bf16 or no, or resume from "
+            f"an earlier checkpoint in {ckpt.checkpoint_root(run.args.save_model_dir)}")
+
+
+def bad_pairs_total(run: TrainRun) -> int:
+    """Pairs --skip_bad replaced, over all processes (a collective: every process calls it)."""
+    device = run.accelerator.device
+    return int(run.accelerator.reduce(torch.tensor([run.bad_pairs], device=device), reduction="sum")[0])
+
+
+def log_step(run: TrainRun, result: StepResult) -> None:
+    """Every --log_every steps: the losses averaged over processes, LR, grad norm, samples/s (TensorBoard, tqdm)."""
+    args = run.args
+    if not (args.log_every and run.step % args.log_every == 0):
+        return
+    mean = run.accelerator.reduce(result.losses, reduction="mean")
+    skipped = bad_pairs_total(run) if args.skip_bad else 0
+    now = time.perf_counter()
+    if run.writer is not None:
+        scalars = {"loss": mean[0], "l_noise": mean[1], "l_emb": mean[2],
+                   "lr": run.parts.lr_scheduler.get_last_lr()[0], "grad_norm": result.grad_norm,
+                   "samples_per_s": run.samples_since / max(now - run.t_last, 1e-9),
+                   "nonfinite_total": run.nonfinite_total, "bad_pairs_skipped": skipped}
+        for name, value in scalars.items():
+            run.writer.add_scalar(f"train/{name}", float(value), run.step)
+        run.bar.set_postfix(loss=f"{float(mean[0]):.4f}", l_noise=f"{float(mean[1]):.4f}",
+                            l_emb=f"{float(mean[2]):.4f}")
+    run.t_last, run.samples_since = now, 0
+
+
+def save_preview(run: TrainRun, epoch: int) -> None:
+    """Rank 0: the image strip (source | edit | target) of the step's last micro-batch, to disk and TensorBoard."""
+    from emoeditor.imageio import save_image
+
+    run.raw_model.eval()
+    strip = preview_strip(run.raw_model, run.frozen["vae"], run.last_batch, run.last_inputs, run.args,
+                          run.args.random_seed)
+    run.raw_model.train()
+    name = f"epoch{epoch:03d}_iter{run.step}_{run.last_batch['transition'][0]}.png".replace(" ", "_")
+    save_image(strip, Path(run.args.train_save_dir) / "images" / name)
+    run.writer.add_image("train/source_edit_target", strip, run.step)
+
+
+def write_checkpoint(run: TrainRun) -> None:
+    """The run at its current step (weights, optimizer, schedule, EMA, RNG, data position, flags), atomically."""
+    skipped = bad_pairs_total(run)
+    if run.accelerator.is_main_process:
+        parts = run.parts
+        state = {"optimizer": parts.optimizer.state_dict(), "lr_scheduler": parts.lr_scheduler.state_dict(),
+                 "rng": rng_state(), "step": run.step, "epoch": run.step // run.steps_per_epoch,
+                 "batch_in_epoch": run.step % run.steps_per_epoch, "steps_per_epoch": run.steps_per_epoch,
+                 "num_items": len(run.dataset), "nonfinite_total": run.nonfinite_total, "bad_pairs_skipped": skipped}
+        if parts.ema is not None:
+            state["ema"] = parts.ema.state_dict()
+        ckpt.save_checkpoint(ckpt.checkpoint_root(run.args.save_model_dir), run.step, run.raw_model.state_dict(),
+                             state, vars(run.args), keep_last=run.args.keep_last or None)
+    run.accelerator.wait_for_everyone()
+    run.last_saved = run.step
+
+
+def export(run: TrainRun) -> Path:
+    """The final checkpoint, then the exported pipeline folder (EMA weights if EMA is on)."""
+    accelerator = run.accelerator
+    run.bar.close()
+    if run.last_saved != run.step:
+        write_checkpoint(run)
+    digests = _check_ranks_agree(accelerator, weights_digest(run.raw_model.state_dict()))
+    skipped = bad_pairs_total(run)
     if accelerator.is_main_process:
+        ema = run.parts.ema
         if ema is not None:
-            ema.copy_to(raw_model.parameters())
-        summary = {"steps": step, "nonfinite_total": nonfinite_total, "bad_pairs_skipped": skipped,
-                   "num_processes": world, "rank_weight_digests": digests, "ema": ema is not None}
-        export_pipeline(raw_model, args, export_dir, summary)
-        writer.close()
-        logger.info("exported %s (%d non-finite steps skipped, %d bad pairs replaced)", export_dir, nonfinite_total,
-                    skipped)
+            ema.copy_to(run.raw_model.parameters())
+        summary = {"steps": run.step, "nonfinite_total": run.nonfinite_total, "bad_pairs_skipped": skipped,
+                   "num_processes": accelerator.num_processes, "rank_weight_digests": digests, "ema": ema is not None}
+        export_pipeline(run.raw_model, run.args, run.export_dir, summary)
+        run.writer.close()
+        logger.info("exported %s (%d non-finite steps skipped, %d bad pairs replaced)", run.export_dir,
+                    run.nonfinite_total, skipped)
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return export_dir
+    return run.export_dir
+
+
+def train(args: argparse.Namespace) -> Optional[Path]:
+    """Train, checkpoint, export. Returns the exported pipeline folder (None after --stop_at_step)."""
+    from torch.utils.data import DataLoader
+
+    run = setup(args)
+    accelerator = run.accelerator
+    world, rank, accum = accelerator.num_processes, accelerator.process_index, args.gradient_accumulation_steps
+    # One optimizer step = `accum` micro-batches on each of `world` processes; each epoch's order is seeded.
+    while run.step < run.total_steps:
+        epoch, first = divmod(run.step, run.steps_per_epoch)
+        perm = epoch_permutation(len(run.dataset), args.random_seed, epoch)
+        last = min(run.steps_per_epoch, first + run.total_steps - run.step)
+        sampler = [mb for s in range(first, last)
+                   for mb in rank_micro_batches(perm, s, args.batch_size, world, rank, accum)]
+        loader = DataLoader(run.dataset, batch_sampler=sampler, num_workers=args.num_workers,
+                            pin_memory=accelerator.device.type == "cuda")
+        batches = iter(loader)
+        for _ in range(first, last):
+            result = train_step(run.parts, _micro_batches(run, batches), run.step)
+            _count_update(run, result.updated)
+            run.step += 1
+            run.samples_since += args.batch_size
+            run.bar.update(1)
+            log_step(run, result)
+            if args.image_every and run.step % args.image_every == 0 and accelerator.is_main_process:
+                save_preview(run, epoch)
+            if args.checkpoint_every and run.step % args.checkpoint_every == 0:
+                write_checkpoint(run)
+            if args.stop_at_step is not None and run.step >= args.stop_at_step:
+                if run.last_saved != run.step:
+                    write_checkpoint(run)
+                run.bar.close()
+                if run.writer is not None:
+                    run.writer.close()
+                return None
+    return export(run)

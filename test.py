@@ -1,9 +1,11 @@
 """Edit images toward a target emotion with iterative emotion inference (paper Sec. 3.3).
 
-    python test.py --input_path demo_img/demo_fire.png --target_emo awe
-    python test.py --input_path photos/ --target_emo all --batch_size 16
-    accelerate launch test.py --input_path photos/ --target_emo all      # inputs split over GPUs
-    python test.py --config configs/infer_tiny.yaml                     # CPU smoke run, random weights
+    python test.py                                      # demo_img/chelsea.jpg toward awe, official weights in model/
+    python test.py --config configs/infer_tiny.yaml     # after `make demo`: its tiny model, CPU, seconds
+    python test.py --model_dir save_models/model --input_path photos/ --target_emo all --batch_size 16
+    accelerate launch test.py --model_dir save_models/model --input_path photos/ --target_emo all   # over GPUs
+
+`python test.py --help` lists every flag, grouped, with its default and more examples.
 """
 
 from emoeditor.cli.edit import main

@@ -1,10 +1,12 @@
 """Train EmoEditor on EmoPair (paper Sec. 3.2); the loop is emoeditor.training.trainer.train.
 
+    make demo && python train.py --config configs/tiny.yaml          # toy data, tiny model, CPU, minutes
     python train.py --config configs/paper.yaml                      # one GPU
     accelerate launch --num_processes 2 train.py --config configs/paper.yaml
     accelerate launch --multi_gpu --num_processes 2 train.py --cpu ...   # 2 CPU processes (gloo)
     python train.py --config configs/paper.yaml --resume latest      # continue a run
-    python train.py --config configs/tiny.yaml                       # minutes on CPU (see the preset)
+
+`python train.py --help` lists every flag with its default.
 """
 
 from emoeditor.cli.train import main

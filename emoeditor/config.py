@@ -15,6 +15,23 @@ from typing import Callable, Optional, Sequence
 import yaml
 
 from emoeditor.errors import EmoEditorError
+from emoeditor.logs import setup_logging
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """`--help` with the description's examples kept as written and each option's default shown once.
+
+    A default is appended unless the help text already speaks of one, the option is a switch, or
+    the default is None (the help then says what happens without it).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.nargs == 0 or action.default in (None, argparse.SUPPRESS) or "default" in text.lower()
+                or not (action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE))):
+            return text
+        value = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else action.default
+        return f"{text} (default: {str(value).replace('%', '%%')})".lstrip()
 
 
 def load_preset(path: str | Path) -> dict:
@@ -64,7 +81,12 @@ def _check_preset_choices(parser: argparse.ArgumentParser, args: argparse.Namesp
 
 
 def run_cli(main: Callable[[], object]) -> None:
-    """Run a CLI entry point; an EmoEditorError becomes one clear line on stderr and exit code 2."""
+    """Run a CLI entry point; an EmoEditorError becomes one clear line on stderr and exit code 2.
+
+    Logging gets its default setup first, so what happens before the entry point parses its
+    --quiet/--verbose (imports, preset loading) is already routed through emoeditor.logs.
+    """
+    setup_logging()
     try:
         main()
     except EmoEditorError as exc:

@@ -37,34 +37,48 @@ def onehot(name: Union[str, int]) -> torch.Tensor:
     return vec
 
 
-def _validate_vector(vec: torch.Tensor, spec: object) -> torch.Tensor:
-    if vec.shape != (NUM_EMOTIONS,):
-        raise InvalidTargetError(f"target {spec!r} must have {NUM_EMOTIONS} entries, got shape {tuple(vec.shape)}")
-    if not torch.isfinite(vec).all():
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def _normalise(weights: Sequence[float], spec: object) -> torch.Tensor:
+    """Check and normalise in float64, then cast: float32 arithmetic turned huge weights into an
+    all-zero target (``awe:3e38,fear:3e38`` summed to inf) and dropped tiny ones silently."""
+    if len(weights) != NUM_EMOTIONS:
+        raise InvalidTargetError(f"target {spec!r} must have {NUM_EMOTIONS} entries, got {len(weights)}")
+    if not all(math.isfinite(w) for w in weights):
         raise InvalidTargetError(f"target {spec!r} contains NaN or infinite weights")
-    if (vec < 0).any():
+    if any(w < 0 for w in weights):
         raise InvalidTargetError(f"target {spec!r} has negative weights; weights must be >= 0")
-    total = float(vec.sum())
+    total = math.fsum(weights)
     if total <= 0:
         raise InvalidTargetError(f"target {spec!r} has no positive weight")
-    return vec / total
+    if total > _FLOAT32_MAX:
+        raise InvalidTargetError(f"target {spec!r}: the weights sum to {total:.3g}, beyond what float32 holds; "
+                                 f"weights are relative, so write e.g. awe:0.5,fear:0.5")
+    vec = torch.tensor([w / total for w in weights], dtype=torch.float32)
+    lost = [EMOTIONS[i] for i, w in enumerate(weights) if w > 0 and vec[i] == 0]
+    if lost:
+        raise InvalidTargetError(f"target {spec!r}: the weight of {', '.join(lost)} is too small next to the "
+                                 f"others to be represented; drop it or give it a larger weight")
+    return vec
 
 
 def parse_target(spec: TargetSpec) -> torch.Tensor:
     """Parse a name, an index, a mixture string or a vector into a normalised 8-d float tensor.
 
     Mixture weights are normalised to sum to 1, so ``awe:1,excitement:1`` equals
-    ``awe:0.5,excitement:0.5``; a bare name in a mixture counts with weight 1.
+    ``awe:0.5,excitement:0.5``; a bare name in a mixture counts with weight 1; an emotion may be
+    named once.
     """
     if isinstance(spec, torch.Tensor) or (isinstance(spec, Sequence) and not isinstance(spec, str)):
-        vec = torch.as_tensor(spec, dtype=torch.float32).flatten()
-        return _validate_vector(vec, spec)
+        return _normalise(torch.as_tensor(spec, dtype=torch.float64).flatten().tolist(), spec)
     if isinstance(spec, int):
         return onehot(spec)
     text = str(spec).strip()
     if not text:
         raise InvalidTargetError(f"empty target emotion; valid choices: {', '.join(EMOTIONS)}")
-    vec = torch.zeros(NUM_EMOTIONS)
+    weights = [0.0] * NUM_EMOTIONS
+    named: dict[int, str] = {}  # emotion index -> the part that named it
     for part in text.split(","):
         part = part.strip()
         if not part:
@@ -78,8 +92,13 @@ def parse_target(spec: TargetSpec) -> torch.Tensor:
                 f"(write e.g. awe:0.5,excitement:0.5)") from None
         if not math.isfinite(w):
             raise InvalidTargetError(f"target {text!r}: weight of {name!r} is {w}; weights must be finite")
-        vec[emotion_index(name)] += w
-    return _validate_vector(vec, text)
+        idx = emotion_index(name)
+        if idx in named:  # 'awe:1,awe:-0.5' would otherwise be summed into something nobody wrote
+            raise InvalidTargetError(f"target {text!r} names {EMOTIONS[idx]} twice ({named[idx]!r} and {part!r}); "
+                                     f"give each emotion once")
+        named[idx] = part
+        weights[idx] = w
+    return _normalise(weights, text)
 
 
 def target_label(target: torch.Tensor) -> str:

@@ -35,7 +35,8 @@ from emoeditor.editing.loop import IterativeInference, Job
 from emoeditor.editing.pipeline import EmoEditorPipeline
 from emoeditor.editors.emoeditor import EmoEditorEditor
 from emoeditor.emotions import onehot
-from emoeditor.models.components import sd_v1_ddim_scheduler
+from emoeditor.logs import add_verbosity_args, setup_logging
+from emoeditor.models.components import cast, sd_v1_ddim_scheduler
 from emoeditor.models.emotion_encoder import EmotionEncoder
 from emoeditor.models.predictor import EmotionPredictor, build_resnet18
 
@@ -70,7 +71,7 @@ def build(tiny: bool, device: torch.device, dtype: torch.dtype, seed: int = 0):
             predictor = EmotionPredictor(build_resnet18())
     pipe.set_progress_bar_config(disable=True)
     for module in (pipe.unet, pipe.vae):
-        module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        cast(module.to(device), dtype).eval().requires_grad_(False)
     pipe.emotion_encoder.to(device=device, dtype=torch.float32).eval().requires_grad_(False)  # as test.py loads it
     return pipe, predictor.to(device).eval().requires_grad_(False)
 
@@ -162,14 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile mode; 'reduce-overhead' adds CUDA graphs (batches are padded to one shape)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="bench_infer.json")
+    add_verbosity_args(p)
     return p
 
 
 def main(argv=None) -> dict:
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.set_verbosity_error()  # random-weight models: the dtype-cast notices are noise
     args = parse_args(build_parser(), argv)
+    setup_logging(args)  # the libraries' errors only: random-weight models make their notices noise
     if args.image_size is None:
         args.image_size = 64 if args.tiny else IMAGE_SIZE
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)

@@ -48,7 +48,8 @@ from emoeditor.constants import (
     SD15_VAE_CONFIG,
     TEXT_SEQ_LEN,
 )
-from emoeditor.models.components import sd_v1_ddim_scheduler
+from emoeditor.logs import add_verbosity_args, setup_logging
+from emoeditor.models.components import cast, sd_v1_ddim_scheduler
 from emoeditor.models.emotion_encoder import EmotionEncoder
 from emoeditor.training.trainer import EmoEditorDenoiser, StepParts, train_step
 
@@ -133,7 +134,7 @@ def bench_mode(name: str, args, device) -> dict:
     try:
         parts = build_components(args.tiny, device, args.seed)
         frozen_dtype = torch.float16 if cfg["precision"] == "fp16_weights" else torch.bfloat16
-        vae = parts["vae"].to(dtype=frozen_dtype).requires_grad_(False).eval()
+        vae = cast(parts["vae"], frozen_dtype).requires_grad_(False).eval()
         text_encoder = parts["text_encoder"].to(dtype=frozen_dtype).requires_grad_(False).eval()
         model = EmoEditorDenoiser(parts["unet"], parts["emotion_encoder"]).train()
         if cfg["precision"] == "fp16_weights":
@@ -243,7 +244,9 @@ def main(argv=None):
     p.add_argument("--no_compile", action="store_true")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--out", default=None, help="write the results as JSON here")
+    add_verbosity_args(p)
     args = parse_args(p, argv)
+    setup_logging(args)
     args.batch_size = args.batch_size or (4 if args.tiny else BATCH_SIZE)
     args.image_size = args.image_size or (64 if args.tiny else IMAGE_SIZE)
     if args.batch_size % args.accum:

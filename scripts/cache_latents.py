@@ -4,7 +4,7 @@
 Takes the training flags (same --config presets), so the cache matches the run that will use it:
     python scripts/cache_latents.py --config configs/paper.yaml --latent_cache cache/emopair_224
     python train.py --config configs/paper.yaml --latent_cache cache/emopair_224
-Interrupted? Run it again: it resumes at the first missing shard.
+Interrupted? Run it again: it resumes at the first missing shard. `--help` lists the flags that matter.
 """
 
 from emoeditor.cli.train import cache_latents_main as main

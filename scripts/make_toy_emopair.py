@@ -11,14 +11,18 @@ from emoeditor.constants import EMOPAIR_JSON, EMOPAIR_ROOT
 from emoeditor.data.toy import write_toy_emopair
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default=EMOPAIR_ROOT, help="EmoPair image root to write into")
     parser.add_argument("--json", default=EMOPAIR_JSON, help="annotation file to write")
     parser.add_argument("--num_pairs", type=int, default=48, help="number of (source, target) pairs")
     parser.add_argument("--image_size", type=int, default=64, help="side of the square toy images in pixels")
     parser.add_argument("--seed", type=int, default=0, help="same seed => byte-identical files")
-    args = parse_args(parser, argv)
+    return parser
+
+
+def main(argv=None):
+    args = parse_args(build_parser(), argv)
     path = write_toy_emopair(args.root, args.json, args.num_pairs, args.image_size, args.seed)
     print(f"wrote {args.num_pairs} toy pairs: annotations {path}, images under {args.root}/")
 

@@ -14,7 +14,7 @@ from emoeditor.config import parse_args, run_cli
 from emoeditor.data.toy_emoset import LAYOUTS, write_toy_emoset
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="runs/toy_emoset", help="folder to write the toy EmoSet into")
     parser.add_argument("--layout", choices=LAYOUTS, default="release",
@@ -24,7 +24,11 @@ def main(argv=None):
     parser.add_argument("--image_size", type=int, default=64, help="side of the square toy images in pixels")
     parser.add_argument("--num_corrupt", type=int, default=0, help="extra truncated files in the train split")
     parser.add_argument("--seed", type=int, default=0, help="same seed => byte-identical files")
-    args = parse_args(parser, argv)
+    return parser
+
+
+def main(argv=None):
+    args = parse_args(build_parser(), argv)
     root = write_toy_emoset(args.root, args.layout, args.per_class, args.image_size, args.seed, args.num_corrupt)
     print(f"wrote a toy EmoSet ({args.layout} layout, {args.per_class} per class) under {root}/")
 

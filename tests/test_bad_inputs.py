@@ -148,3 +148,19 @@ def test_output_ext_png_is_lossless(folder, tmp_path):
     summary = run(root, tmp_path, "--input_path", str(root / "imgs" / "cmyk.jpg"), "--output_ext", "png")
     out = Path(summary["rows"][0]["output"])
     assert out.name == "75863_awe_cmyk.png" and Image.open(out).format == "PNG"
+
+
+@pytest.mark.parametrize("side", [10000, 20000])
+def test_a_huge_image_is_refused_by_our_rule_without_pil_warnings(tmp_path, side):
+    """Past PIL's limit (89M pixels) Image.open warns (DecompressionBombWarning), past twice it raises; both
+    are our 'too large' rule, and no warning leaks to the user."""
+    import warnings
+
+    from emoeditor.imageio import open_image
+
+    huge_png(tmp_path / "huge.png", side, side)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ImageLoadError, match=f"huge.png: {side * side} pixels is larger than 8192"):
+            open_image(tmp_path / "huge.png")
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -59,8 +60,11 @@ def test_tiny_run_writes_image_trace_strip_and_csv_deterministically(assets, tmp
         assert trace["returned"] == replay(trace, 2).returned and trace["reason"]
         img = Image.open(row["output"])
         assert img.size == (64, 64) and img.mode == "RGB"
-        strip = Image.open(out / "strips" / (Path(row["output"]).stem + ".png"))
-        assert strip.size == (64 * (len(its) + 2), 64)
+        strip = np.asarray(Image.open(out / "strips" / (Path(row["output"]).stem + ".png")))
+        assert strip.shape[1] == 64 * (len(its) + 2) and strip.shape[0] > 64  # tiles, then a band of labels
+        band = strip[64:]
+        for k in range(len(its) + 2):  # every tile is labelled underneath
+            assert (band[:, 64 * k: 64 * (k + 1)] < 128).any()
     test_cli.main(argv(assets, tmp_path / "b"))
     for name in names:  # same seed -> identical bytes
         assert (out / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
@@ -132,7 +136,8 @@ def test_sharded_run_equals_single_process(assets, tmp_path):
 
 
 def test_bad_targets_fail_before_loading_with_a_clear_message(tmp_path):
-    for bad, match in (("joy", "unknown emotion 'joy'"), ("awe:nan", "finite"), ("awe:0.5,fear:x", "not a number")):
+    for bad, match in (("joy", "unknown emotion 'joy'"), ("awe:nan", "finite"), ("awe:0.5,fear:x", "not a number"),
+                       ("awe:3e38,fear:3e38", "float32"), ("awe:1,awe:-0.5", "twice")):
         with pytest.raises(InvalidTargetError, match=match):
             test_cli.main(["--target_emo", bad, "--model_dir", str(tmp_path / "nope")])
 

@@ -195,12 +195,14 @@ def test_unreadable_image_files(toy_emopair, toy_entries, tmp_path):
     Image.new("RGB", (8, 8)).save(root / e[4]["img_tgt_path"], format="JPEG")       # too small
 
     good, problems = validate_entries(e, root, check_images="header", progress=False)
-    assert [p.split(" ")[1] for p in problems] == ["1", "2", "4"]
+    assert [p.split(" ")[1] for p in problems] == ["1", "2", "3", "4"]
     assert f"img_src_path {root / e[1]['img_src_path']} is not an image file" in problems[0]
     assert f"img_tgt_path {root / e[2]['img_tgt_path']}" in problems[1]
-    assert "is 8x8, smaller than 32px" in problems[2]
+    # A JPEG cut short after its header has no end marker: the header check decodes it and finds it.
+    assert f"img_src_path {root / e[3]['img_src_path']}" in problems[2] and "truncated" in problems[2]
+    assert "is 8x8, smaller than 32px" in problems[3]
 
-    # Only a full decode finds a file truncated after its header.
+    # A full decode finds the same.
     good, problems = validate_entries(e, root, check_images="decode", progress=False)
     assert [p.split(" ")[1] for p in problems] == ["1", "2", "3", "4"]
     assert f"img_src_path {root / e[3]['img_src_path']}" in problems[2] and "truncated" in problems[2]

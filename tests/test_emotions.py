@@ -60,3 +60,24 @@ def test_emotion_input_modes():
     assert torch.equal(emotion_input(target, src, "onehot"), target)
     with pytest.raises(ValueError):
         emotion_input(target, None, "direction")
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("awe:3e38,fear:3e38", "beyond what float32 holds"),  # summed to inf in float32: an all-zero target
+    ("awe:1e300,fear:1e300", "beyond what float32 holds"),
+    ([3e38, 3e38, 0, 0, 0, 0, 0, 0], "beyond what float32 holds"),
+    ("awe:1,fear:1e-50", "fear is too small"),  # would silently become a one-hot awe
+    ("awe:1,awe:-0.5", "names awe twice"),
+    ("awe,awe", "names awe twice"),
+    ("awe:0.5,2:0.5", "names awe twice"),  # a name and its index
+])
+def test_overflowing_vanishing_and_repeated_targets_are_errors(bad, message):
+    with pytest.raises(InvalidTargetError, match=message):
+        parse_target(bad)
+
+
+def test_mixtures_are_normalised_in_float64():
+    # float32 would round these subnormal weights to 1.4e-45 and 2.8e-45 (1/3 and 2/3)
+    assert torch.equal(parse_target("awe:1e-45,fear:3e-45"), torch.tensor([0, 0, 0.25, 0, 0, 0, 0.75, 0]))
+    vec = parse_target("awe:0.1,excitement:0.2,fear:0.7")
+    assert vec.dtype == torch.float32 and abs(float(vec.double().sum()) - 1) < 1e-7

@@ -333,6 +333,47 @@ def test_unreadable_trace_is_counted_not_fatal(tmp_path):
     assert [e["job_id"] for e in stats.errors] == [j.job_id for j in jobs]
 
 
+def test_a_damaged_fig_s11_candidate_is_re_edited_and_named(toy_split, tiny_predictor_dir, tmp_path):
+    """A corrupt candidate is treated like a corrupt output: its job is re-edited (same seed, same bytes) and
+    named, and Fig. S11 comes out as before. When only scoring, the job is named and left out of every k alike."""
+    from emoeditor.evaluation.runner import format_summary
+
+    split_path, _ = toy_split
+    out = tmp_path / "eval"
+    kw = dict(methods=["loop=test_loop:num_loop=3"], per_class=1, targets=["awe", "fear"], grid=False, bootstrap=0)
+    run_evaluation(_settings(out, split_path, tiny_predictor_dir, **kw))
+    before = (out / "fig_s11.csv").read_text()
+    store = MethodStore(out, "loop")
+    trace_path = sorted(store.traces.glob("*.json"))[0]
+    job_id = trace_path.stem
+    victim = store.root / json.loads(trace_path.read_text())["candidate_files"][0]  # every k=1 point uses it
+    good = victim.read_bytes()
+    victim.write_bytes(good[: len(good) // 2])
+
+    scored_only = run_evaluation(_settings(out, split_path, tiny_predictor_dir, skip_generation=True, **kw))
+    st = scored_only["methods"]["loop"]
+    assert (st["bad_candidate"], st["generated"], st["regenerated_corrupt"]) == (1, 0, 0)
+    assert [e["job_id"] for e in st["errors"] if str(victim) in e["error"]] == [job_id]
+    relation = next(job["relation"] for job in load_split(split_path)["jobs"] if job["job_id"] == job_id)
+    full = {r["k"]: int(r["n"]) for r in read_csv_text(before) if r["relation"] == relation}
+    now = {r["k"]: int(r["n"]) for r in read_csv(out / "fig_s11.csv") if r["relation"] == relation}
+    assert now == {k: n - 1 for k, n in full.items()}  # the same jobs at every k
+
+    fixed = run_evaluation(_settings(out, split_path, tiny_predictor_dir, **kw))
+    st = fixed["methods"]["loop"]
+    assert (st["regenerated_corrupt"], st["generated"], st["bad_candidate"]) == (1, 1, 0)
+    assert st["re_edited"] == [{"job_id": job_id, "reason": f"corrupt candidate {victim}"}]
+    assert f"re-edited {job_id}: corrupt candidate {victim}" in format_summary(fixed)
+    assert victim.read_bytes() == good
+    assert (out / "fig_s11.csv").read_text() == before
+
+
+def read_csv_text(text: str) -> list[dict]:
+    import csv
+    import io
+    return list(csv.DictReader(io.StringIO(text)))
+
+
 def test_cli_reports_bad_split_without_traceback(tmp_path):
     cmd = [sys.executable, str(ROOT / "scripts/evaluate.py"), "--config", str(ROOT / "configs/eval_tiny.yaml"),
            "--split", str(tmp_path / "nope.json"), "--predictor", str(tmp_path), "--out", str(tmp_path / "out")]

@@ -45,8 +45,9 @@ def test_same_seed_same_weights(tmp_path):
 def test_missing_base_folder_is_clear(tmp_path):
     with pytest.raises(MissingWeightsError, match="unet"):
         load_base_components(tmp_path)
-    # A mistyped relative path reads like a hub id (offline in tests): both readings are named.
-    with pytest.raises(MissingWeightsError, match="no_such_dir/base: no such local folder"):
+    # A mistyped relative path reads like a hub id (offline in tests): both readings are named, the folder first.
+    with pytest.raises(MissingWeightsError, match=r"^base model folder no_such_dir/base does not exist, nor does "
+                                                  r"its folder no_such_dir/ .*, and loading it as a hub id failed"):
         load_base_components("no_such_dir/base")
 
 

@@ -17,7 +17,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Real
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Iterable, NamedTuple, Optional, Sequence, Union
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -94,6 +94,8 @@ def _entry_problems(entry: object) -> list[str]:
     for key in ("img_src_path", "img_tgt_path"):
         if key in entry and (not isinstance(entry[key], str) or not entry[key].strip()):
             problems.append(f"{key} must be a non-empty path string, got {entry[key]!r}")
+        elif key in entry and (where := _outside_root(entry[key])):
+            problems.append(f"{key} {entry[key]!r} {where}; paths must be relative to --data_root and stay inside it")
     for key in ("class_source", "class_target"):
         if key in entry and entry[key] not in EMOTIONS:
             name = entry[key]
@@ -105,6 +107,17 @@ def _entry_problems(entry: object) -> list[str]:
     if "prompt" in entry and (not isinstance(entry["prompt"], str) or not entry["prompt"].strip()):
         problems.append(f"prompt must be a non-empty string, got {entry['prompt']!r}")
     return problems
+
+
+def _outside_root(rel: str) -> Optional[str]:
+    """Why `rel` would read a file outside the data root (absolute, or climbing out with ..), else None.
+    Lexical on purpose: a symlink inside the root is the user's own choice."""
+    if os.path.isabs(rel) or rel.startswith(("/", "\\")) or (rel[:1].isalpha() and rel[1:3] in (":/", ":\\")):
+        return "is absolute"
+    norm = os.path.normpath(rel.replace("\\", "/"))
+    if norm == os.pardir or norm.startswith(os.pardir + os.sep):
+        return "resolves outside the data root"
+    return None
 
 
 def _softmax_problems(probs: object) -> list[str]:
@@ -136,10 +149,12 @@ def _check_file(path: str, mode: str) -> Optional[str]:
             load_image(path)
             return None
         with Image.open(path) as img:
-            w, h = img.size
-            img.verify()  # cheap integrity check; no pixel decoding for most formats
+            w, h, fmt = *img.size, img.format
+            img.verify()  # cheap integrity check; no pixel decoding for most formats (PNG: chunk CRCs)
         if min(w, h) < MIN_SIDE:
             return f"is {w}x{h}, smaller than {MIN_SIDE}px per side"
+        if fmt == "JPEG" and not _ends_like_jpeg(path):
+            load_image(path)  # no end marker: usually cut short, but some cameras append data; decode to tell
         return None
     except ImageLoadError as exc:
         return str(exc).split(": ", 1)[-1]
@@ -147,6 +162,15 @@ def _check_file(path: str, mode: str) -> Optional[str]:
         return "is not an image file PIL can read"
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return f"is unreadable ({exc})"
+
+
+def _ends_like_jpeg(path: str) -> bool:
+    """Whether the file ends with JPEG's end-of-image marker (FF D9): a file cut short in its pixel data
+    does not, and verify() reads only its header, so this is the header check's one extra read."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 2))
+        return f.read(2) == b"\xff\xd9"
 
 
 def _normalise_check(check_images: CheckImages) -> str:
@@ -189,7 +213,7 @@ def _validate_indexed(indexed: Sequence[tuple[int, object]], root: Path, check_i
     bad_files: dict[str, str] = {}
     if mode != "none":
         wanted = {e[k] for _, e in indexed if isinstance(e, dict) for k in ("img_src_path", "img_tgt_path")
-                  if isinstance(e.get(k), str) and e[k].strip()}
+                  if isinstance(e.get(k), str) and e[k].strip() and not _outside_root(e[k])}
         bad = check_image_files([os.path.join(root_str, rel) for rel in wanted], mode, num_workers, progress)
         bad_files = {rel: bad[full] for rel in wanted if (full := os.path.join(root_str, rel)) in bad}
 
@@ -215,9 +239,11 @@ def add_emopair_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     group.add_argument("--subset", default="all", choices=EMOPAIR_SUBSETS,
                        help="EPGS: entries whose img_src_path contains 'EPGS' (official rule); EPAS: the rest")
     group.add_argument("--skip_bad", action="store_true",
-                       help="drop and count malformed entries instead of stopping with a report")
+                       help="drop and count malformed entries, and pairs that fail to load mid-run, instead of "
+                            "stopping with a report")
     group.add_argument("--check_images", default="header", choices=EMOPAIR_IMAGE_CHECKS,
-                       help="image check before training: stat only, open headers, or decode every pixel (slow)")
+                       help="image check before training: exists (stat only); header (open each header, and "
+                            "decode JPEGs cut short); decode (every pixel: slow, finds any corrupt file)")
     return parser
 
 
@@ -240,10 +266,18 @@ def format_report(problems: Sequence[str], total: int, source: str, max_lines: i
     return "\n".join(lines)
 
 
-def load_emopair(json_path: Union[str, Path], root: Union[str, Path], subset: str = "all",
+class EmoPairData(NamedTuple):
+    """The validated entries of one subset, and what validation dropped (with --skip_bad)."""
+
+    entries: list[dict]
+    dropped: list[str]  # one line per dropped entry, as in the report
+    total: int  # entries in the subset before validation
+
+
+def read_emopair(json_path: Union[str, Path], root: Union[str, Path], subset: str = "all",
                  skip_bad: bool = False, check_images: CheckImages = True,
-                 num_workers: Optional[int] = None, progress: bool = True) -> list[dict]:
-    """The validated entries of one subset; bad entries stop here with one report, or are dropped with skip_bad."""
+                 num_workers: Optional[int] = None, progress: bool = True) -> EmoPairData:
+    """Validate one subset: bad entries stop here with one report, or are dropped and counted with skip_bad."""
     root = Path(root)
     entries = read_annotations(json_path)
     indexed = select_subset(entries, subset)
@@ -262,7 +296,54 @@ def load_emopair(json_path: Union[str, Path], root: Union[str, Path], subset: st
         counts = {name: sum(subset_of(e) == name for e in entries) for name in ("EPAS", "EPGS")}
         raise AnnotationError(f"{source}: no usable entries left (file has {len(entries)} entries: "
                               f"EPAS {counts['EPAS']}, EPGS {counts['EPGS']}, {len(problems)} bad in this subset)")
-    return good
+    return EmoPairData(good, problems, len(indexed))
+
+
+def load_emopair(json_path: Union[str, Path], root: Union[str, Path], subset: str = "all",
+                 skip_bad: bool = False, check_images: CheckImages = True,
+                 num_workers: Optional[int] = None, progress: bool = True) -> list[dict]:
+    """The validated entries of one subset (read_emopair without the count of dropped ones)."""
+    return read_emopair(json_path, root, subset, skip_bad, check_images, num_workers, progress).entries
+
+
+def bad_pair_error(problems: Sequence[str], check_images: str = "header") -> ImageLoadError:
+    """The error for pairs that pass the image check before training but fail to load when read."""
+    return ImageLoadError(
+        f"{'; '.join(problems)}. The image check before training (--check_images {check_images}) did not catch "
+        f"this. Re-export or remove the file, pass --skip_bad to skip pairs that fail to load (they are counted in "
+        f"training_summary.json), or use --check_images decode to find every such file before training.")
+
+
+class SkipBadItems(torch.utils.data.Dataset):
+    """Pairs that fail to load mid-run (validation does not decode every pixel by default) are replaced by
+    the next good one, so batches keep their shape, and reported in the item: "bad" names them (one per
+    line) and "skipped" counts them. The loop reading the batches then stops with `bad_pair_error` or, with
+    --skip_bad, warns and counts. Raising here instead would reach the user as a DataLoader worker's traceback,
+    and the count must travel with the batch anyway: workers are separate processes."""
+
+    MAX_TRIES = 16
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        bad = []
+        for k in range(self.MAX_TRIES):
+            try:
+                item = self.dataset[(i + k) % len(self.dataset)]
+            except ImageLoadError as exc:
+                bad.append(str(exc))
+                continue
+            return {**item, "skipped": k, "bad": "\n".join(bad)}
+        raise bad_pair_error(bad[:3] + [f"... {self.MAX_TRIES} consecutive pairs from index {i} failed to load"])
+
+
+def bad_pairs_in(batch: dict) -> list[str]:
+    """The pairs SkipBadItems replaced in a collated batch, one line each."""
+    return [line for text in batch.get("bad", ()) for line in text.splitlines() if line]
 
 
 class EmoPairDataset(torch.utils.data.Dataset):

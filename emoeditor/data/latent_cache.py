@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -30,6 +31,8 @@ from tqdm.auto import tqdm
 from emoeditor.errors import LatentCacheError
 from emoeditor.fileio import atomic_write, atomic_write_text
 from emoeditor.models.latents import encode_condition, latent_dist
+
+logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 META_FILE = "meta.json"
@@ -75,8 +78,11 @@ def _shard_path(cache_dir: Path, k: int) -> Path:
 
 
 def prepare_cache_dir(cache_dir: str | Path, num_items: int, shard_size: int, settings: dict,
-                      entries_fingerprint: str) -> Path:
-    """Write meta.json, or check that an existing one describes the same data and settings."""
+                      entries_fingerprint: str, validation: Optional[dict] = None) -> Path:
+    """Write meta.json, or check that an existing one describes the same data and settings.
+
+    `validation` (how many annotation entries validation read and dropped) is kept in meta.json for a
+    later run from the finished cache, which reads no annotations; it is not part of the comparison."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     meta = {"version": CACHE_VERSION, "num_items": int(num_items), "shard_size": int(shard_size),
@@ -84,18 +90,32 @@ def prepare_cache_dir(cache_dir: str | Path, num_items: int, shard_size: int, se
     meta_path = cache_dir / META_FILE
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
-        if old != meta:
+        if {k: v for k, v in old.items() if k != "validation"} != meta:
             raise LatentCacheError(
                 f"{cache_dir} holds a cache built from other data or settings ({old.get('settings')}, "
                 f"{old.get('num_items')} items); delete it or choose another --latent_cache folder")
     else:
+        if validation is not None:
+            meta["validation"] = validation
         atomic_write_text(meta_path, json.dumps(meta, indent=2))
     return cache_dir
 
 
+def read_validation(cache_dir: str | Path) -> Optional[dict]:
+    """{"total": entries read, "dropped": entries dropped} as recorded by the build, if it recorded them."""
+    meta = read_meta(cache_dir)
+    return meta.get("validation") if meta else None
+
+
 def build_shards(dataset: Dataset, cache_dir: str | Path, vae, text_encoder, tokenizer, *, batch_size: int = 16,
-                 num_workers: int = 0, rank: int = 0, world: int = 1, show_progress: bool = True) -> list[int]:
-    """Encode the missing shards k with k % world == rank (processes split the work); returns them."""
+                 num_workers: int = 0, rank: int = 0, world: int = 1, show_progress: bool = True,
+                 skip_bad: bool = True, check_images: str = "header") -> list[int]:
+    """Encode the missing shards k with k % world == rank (processes split the work); returns them.
+
+    Pairs that failed to load (named by emopair.SkipBadItems) stop the build, or with `skip_bad` are warned
+    about and their replacements cached."""
+    from emoeditor.data.emopair import bad_pair_error, bad_pairs_in
+
     cache_dir = Path(cache_dir)
     meta = read_meta(cache_dir)
     shard_size, settings = meta["shard_size"], meta["settings"]
@@ -112,6 +132,11 @@ def build_shards(dataset: Dataset, cache_dir: str | Path, vae, text_encoder, tok
         prompts: list[str] = []
         transitions: list[str] = []
         for batch in loader:
+            bad = bad_pairs_in(batch)
+            if bad and not skip_bad:
+                raise bad_pair_error(bad, check_images)
+            for problem in bad:
+                logger.warning("skipped a pair that fails to load (--skip_bad): %s", problem)
             for key, value in encode_batch(batch, vae, text_encoder, tokenizer, settings["vae_input_range"]).items():
                 parts[key].append(value.to(dtype).cpu())
             parts["target_vec"].append(batch["target_vec"].float())

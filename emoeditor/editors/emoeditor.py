@@ -16,11 +16,19 @@ from typing import Optional, Sequence
 import torch
 
 from emoeditor.constants import IP2P_HUB_ID, NOISE_START_RANGE, NUM_INFERENCE_STEPS, NUM_LOOP
-from emoeditor.editing.critic import CriticConfig
+from emoeditor.editing.critic import CONFIDENCE_MODES, CRITICS, DIRECTION_SOURCES, CriticConfig
 from emoeditor.editing.loading import load_model
 from emoeditor.editing.loop import CriticLoop
 from emoeditor.editors.base import Editor, EditRequest, EditResult
-from emoeditor.editors.registry import DTYPES, MethodContext, parse_bool, parse_typed, register_editor, register_preset
+from emoeditor.editors.registry import (
+    DTYPES,
+    MethodContext,
+    choice,
+    parse_bool,
+    parse_typed,
+    register_editor,
+    register_preset,
+)
 from emoeditor.emotions import emotion_input
 from emoeditor.errors import MethodError
 from emoeditor.models.predictor import EmotionPredictor, load_predictor
@@ -92,7 +100,23 @@ EDITOR_OPTIONS = ("emotion_input", "guidance_scale", "base_model")
 CRITIC_OPTIONS = ("critic", "num_loop", "ssim_low", "ssim_high", "confidence", "confidence_mode", "direction_probs")
 
 
-@register_editor("emoeditor")
+def _positive(value: str) -> int:
+    if int(value) < 1:
+        raise ValueError("must be at least 1")
+    return int(value)
+
+
+OPTIONS = {
+    "model": str, "predictor": str, "base_model": str, "dtype": choice(*DTYPES), "batch_size": _positive,
+    "return_candidates": parse_bool, "num_inference_steps": _positive, "emotion_input": choice("direction", "onehot"),
+    "guidance_scale": float, "critic": choice(*CRITICS), "num_loop": _positive, "ssim_low": float, "ssim_high": float,
+    "confidence": float, "confidence_mode": choice(*CONFIDENCE_MODES), "direction_probs": choice(*DIRECTION_SOURCES),
+}
+PATHS = {"model": "an EmoEditor model folder (train.py's export, or the official .pt files)",
+         "predictor": "the emotion predictor P (a folder or emo_predictor.pt)"}
+
+
+@register_editor("emoeditor", options=OPTIONS, paths=PATHS)
 def _emoeditor(options: dict, context: MethodContext) -> Editor:
     """EmoEditor in the batched critic loop. Options: model, predictor, the critic's (critic,
     num_loop, ssim_low, ssim_high, confidence, confidence_mode, direction_probs), dtype, batch_size,
@@ -119,13 +143,7 @@ def _emoeditor(options: dict, context: MethodContext) -> Editor:
         if dtype not in DTYPES:
             raise MethodError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
         kwargs["torch_dtype"] = DTYPES[dtype]
-    unknown = sorted(set(opts) - set(EDITOR_OPTIONS))
-    if unknown:
-        valid = sorted({"model", "predictor", "dtype", "batch_size", "return_candidates"} | set(CRITIC_OPTIONS)
-                       | set(EDITOR_OPTIONS) | {"num_inference_steps"})
-        raise MethodError(f"EmoEditor: unknown option(s) {', '.join(unknown)}; valid: "
-                          f"{', '.join(valid)}")
-    for key, value in opts.items():  # EmoEditorEditor's keywords, typed
+    for key, value in opts.items():  # EmoEditorEditor's keywords (OPTIONS checked the names), typed
         kwargs[key] = parse_typed(value)
     if critic["critic"] == "none":
         return_candidates = False  # one pass: the output is the only candidate

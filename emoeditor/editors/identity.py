@@ -15,6 +15,6 @@ class IdentityEditor(Editor):
         return EditResult(images=images.clone())
 
 
-@register_editor("identity")
+@register_editor("identity", options=())
 def _identity(options: dict, context: MethodContext) -> Editor:
     return IdentityEditor()

@@ -14,13 +14,20 @@ decorates a factory with `register_editor` (and names presets with `register_pre
 `emoeditor.editors.discovery` imports every file here before a spec is parsed. A factory is
 ``(options: dict, context: MethodContext) -> Editor``. Options are strings from the spec; the
 factory converts what it needs. ``paper_row=...`` names the paper's Table 1 row to print beside it.
+
+A method that declares its options (``register_editor(kind, options={name: converter})``) has them
+checked when the spec is parsed, before any work: an unknown name (``ours:modle=x``) or a value its
+converter rejects is a MethodError naming the option and the valid ones. Options that name files
+(``paths=``) are checked to exist, falling back to the harness's default of the same name (--model).
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence
 
 import torch
 
@@ -44,6 +51,11 @@ class MethodContext:
 
 EditorFactory = Callable[[dict, MethodContext], Editor]
 EDITOR_FACTORIES: dict[str, EditorFactory] = {}
+# kind -> {option: converter that raises on a bad value}; kinds not here check their own options
+EDITOR_OPTIONS: dict[str, dict[str, Callable[[str], object]]] = {}
+# kind -> {option naming a file or folder that must exist: what it is}
+EDITOR_PATHS: dict[str, dict[str, str]] = {}
+UNIVERSAL_OPTIONS = ("paper_row",)
 
 # name -> (kind, default options, paper Table 1 row); each method's file registers its own
 PRESETS: dict[str, tuple[str, dict, Optional[str]]] = {}
@@ -59,13 +71,49 @@ def register_preset(name: str, kind: str, options: dict, paper_row: Optional[str
         REQUIRED_OPTIONS[name] = required
 
 
-def register_editor(kind: str, paper_row: Optional[str] = None) -> Callable[[EditorFactory], EditorFactory]:
-    """Decorator: make `kind` usable in method specs (and a preset of the same name)."""
+def register_editor(kind: str, paper_row: Optional[str] = None,
+                    options: Optional[Mapping[str, Callable[[str], object]] | Sequence[str]] = None,
+                    paths: Optional[Mapping[str, str]] = None) -> Callable[[EditorFactory], EditorFactory]:
+    """Decorator: make `kind` usable in method specs (and a preset of the same name).
+
+    `options`: the option names the factory takes (a sequence: any string value; a mapping: a converter
+    per name that raises on a bad value), checked at parse time; None leaves checking to the factory.
+    `paths`: {option: what it is} for options naming files that must exist."""
     def wrap(factory: EditorFactory) -> EditorFactory:
         EDITOR_FACTORIES[kind] = factory
         PRESETS.setdefault(kind, (kind, {}, paper_row))
+        if options is not None:
+            EDITOR_OPTIONS[kind] = dict(options) if isinstance(options, Mapping) else {k: str for k in options}
+        if paths:
+            EDITOR_PATHS[kind] = dict(paths)
         return factory
     return wrap
+
+
+def choice(*values: str) -> Callable[[str], str]:
+    """An option converter accepting only `values`."""
+    def convert(value: str) -> str:
+        if value not in values:
+            raise MethodError(f"choose one of {', '.join(values)}")
+        return value
+    return convert
+
+
+def check_options(spec: str, kind: str, options: dict) -> None:
+    """A declared kind's option names and values (see `register_editor`); MethodError on the first bad one."""
+    accepted = EDITOR_OPTIONS.get(kind)
+    if accepted is None:
+        return
+    for key, value in options.items():
+        if key not in accepted:
+            close = difflib.get_close_matches(key, list(accepted), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            takes = f"takes: {', '.join(sorted(accepted))}" if accepted else "takes no options"
+            raise MethodError(f"method {spec!r}: unknown option {key!r}{hint}; {kind} {takes}")
+        try:
+            accepted[key](value)
+        except (MethodError, ValueError, TypeError) as exc:
+            raise MethodError(f"method {spec!r}: option {key}={value!r} is not valid ({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -79,16 +127,37 @@ class MethodSpec:
     def opts(self) -> dict:
         return dict(self.options)
 
+    def check(self, context: MethodContext) -> None:
+        """The files this method's options (or the harness's defaults) name exist: checked before any work."""
+        from emoeditor.fileio import missing_path
+
+        for name, what in EDITOR_PATHS.get(self.kind, {}).items():
+            value = self.opts.get(name) or getattr(context, name, None)
+            if value is None:
+                raise MethodError(f"method {self.label!r} needs {what}: pass --{name} PATH or "
+                                  f"{self.label}:{name}=PATH")
+            if not Path(value).exists():
+                demo = (" It is one of the files `make demo` writes: run `make demo` first."
+                        if _under_demo(value) else "")
+                raise MethodError(f"{missing_path(value, f'{name} of method {self.label!r}')}; pass {what} with "
+                                  f"--{name} or {self.label}:{name}=PATH.{demo}")
+
     def build(self, context: MethodContext) -> Editor:
         if self.kind not in EDITOR_FACTORIES:
             raise MethodError(f"method {self.label!r}: no editor registered as {self.kind!r}; "
                               f"registered: {', '.join(sorted(EDITOR_FACTORIES))}")
+        check_options(self.label, self.kind, self.opts)
         editor = EDITOR_FACTORIES[self.kind](self.opts, context)
         editor.name = self.label
         return editor
 
 
 _LABEL = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+
+def _under_demo(path: str) -> bool:
+    parts = Path(path).parts
+    return any(parts[i:i + 2] == ("runs", "demo") for i in range(len(parts)))
 
 
 def parse_method(spec: str) -> MethodSpec:
@@ -112,6 +181,7 @@ def parse_method(spec: str) -> MethodSpec:
         key, what = REQUIRED_OPTIONS[name]
         raise MethodError(f"method {spec!r} needs :{key}=<...> ({what}), e.g. {name}:{key}=runs/lambda0/model")
     paper_row = options.pop("paper_row", paper_row) or None
+    check_options(spec, kind, options)
     label = label.strip() or name
     if not _LABEL.match(label):
         raise MethodError(f"method label {label!r} must be letters, digits, '_', '.', '+' or '-' (it names a folder)")

@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from emoeditor.constants import (
@@ -40,6 +41,7 @@ from emoeditor.errors import EmoEditorError, ImageLoadError, SplitError
 from emoeditor.evaluation.split import Job, build_jobs, folder_sources, load_split, subset_sources
 from emoeditor.fileio import atomic_write, atomic_write_text, plain, sha256sum
 from emoeditor.imageio import load_image, open_image, pil_to_tensor, save_image
+from emoeditor.logs import show_progress
 
 
 @dataclass
@@ -85,12 +87,13 @@ class MethodStats:
     jobs: int = 0
     cached: int = 0
     generated: int = 0
-    regenerated_corrupt: int = 0
+    regenerated_corrupt: int = 0  # jobs re-edited because their output, trace or a candidate was damaged
     failed: int = 0
     bad_source: int = 0
     corrupt_output: int = 0
     missing_output: int = 0  # jobs with a readable source but no output at scoring time
     bad_trace: int = 0  # unreadable critic traces, left out of Fig. S11
+    bad_candidate: int = 0  # jobs with an unreadable candidate at scoring (--skip_generation), left out of Fig. S11
     scored: int = 0
     scored_cached: int = 0
     candidates_scored: int = 0
@@ -98,9 +101,11 @@ class MethodStats:
     generation_s: float = 0.0
     scoring_s: float = 0.0
     errors: list = field(default_factory=list)  # first few, for the report
+    re_edited: list = field(default_factory=list)  # every job re-edited, with what was damaged
 
 
 MAX_LISTED_ERRORS = 20
+SHOWN_REEDITED = 5  # re-edited jobs named in the printed summary (report.json names all)
 
 
 # ------------------------------------------------------------------------------------------ jobs
@@ -195,6 +200,34 @@ def _valid_image(path: Path) -> bool:
         return False
 
 
+def _intact(path: Path) -> bool:
+    """A cheap check of a candidate PNG (structure and chunk CRCs, no decoding): there can be 30 per job."""
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        return True
+    except Exception:  # noqa: BLE001 - PIL reports a damaged file with many exception types
+        return False
+
+
+def damage(store: MethodStore, job: Job, check_candidates: bool) -> Optional[str]:
+    """What makes a finished job's files unusable, or None: its output, and (for Fig. S11) its trace
+    and every candidate the trace lists. A damaged job is re-edited like a missing one."""
+    path = store.image(job.job_id)
+    if not _valid_image(path):
+        return f"corrupt output {path}"
+    trace_path = store.trace(job.job_id)
+    if not check_candidates or not trace_path.exists():
+        return None
+    try:
+        files = json.loads(trace_path.read_text()).get("candidate_files") or []
+        candidates = [store.root / rel for rel in files]
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as exc:
+        return f"unreadable trace {trace_path} ({type(exc).__name__})"
+    bad = next((c for c in candidates if not c.is_file() or not _intact(c)), None)
+    return None if bad is None else f"{'corrupt' if bad.is_file() else 'missing'} candidate {bad}"
+
+
 def _atomic_save(image: torch.Tensor, path: Path) -> None:
     atomic_write(path, lambda tmp: save_image(image, tmp))
 
@@ -273,13 +306,16 @@ def generate(spec: MethodSpec, jobs: Sequence[Job], sources: dict, bad_sources: 
         path = store.image(job.job_id)
         if job.source_id in bad_sources:
             stats.bad_source += 1
-        elif path.exists() and _valid_image(path):
+            continue
+        problem = damage(store, job, settings.fig_s11) if path.exists() else "missing"
+        if problem is None:
             stats.cached += 1
         elif settings.skip_generation:
-            continue  # scoring counts a corrupt output; nothing is deleted or re-edited
+            continue  # scoring counts and names what is damaged; nothing is deleted or re-edited
         else:
             if path.exists():
                 stats.regenerated_corrupt += 1
+                stats.re_edited.append({"job_id": job.job_id, "reason": problem})
                 path.unlink()
             todo.append(job)
     if not todo or settings.skip_generation:
@@ -287,7 +323,7 @@ def generate(spec: MethodSpec, jobs: Sequence[Job], sources: dict, bad_sources: 
     start = time.perf_counter()
     editor = spec.build(context)  # only built when there is something to do
     chunks = [todo[i:i + settings.chunk_size] for i in range(0, len(todo), settings.chunk_size)]
-    with tqdm(total=len(todo), desc=f"edit {spec.label}", disable=rank != 0) as bar:
+    with tqdm(total=len(todo), desc=f"edit {spec.label}", disable=rank != 0 or not show_progress()) as bar:
         for chunk in chunks:
             _run_chunk(editor, store, stats, chunk, sources, settings)
             bar.update(len(chunk))
@@ -349,7 +385,8 @@ def _score_items(predictor, items, settings: EvalSettings, cache_path: Path, des
     """Score (row, src, out, target) items in batches, appending each batch to the cache as it is done."""
     rows = []
     cache_path.parent.mkdir(parents=True, exist_ok=True)
-    with cache_path.open("a") as cache, tqdm(total=len(items), desc=desc, leave=False) as bar:
+    with cache_path.open("a") as cache, tqdm(total=len(items), desc=desc, leave=False,
+                                             disable=not show_progress()) as bar:
         for i in range(0, len(items), settings.metric_batch_size):
             batch = _score_batch(predictor, items[i:i + settings.metric_batch_size], settings)
             for r in batch:
@@ -469,10 +506,15 @@ def iteration_curves(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store
              if r.get("metric_key") == key}
     scored: dict[tuple[str, int], dict] = {}
     todo = []
+    broken: set[str] = set()  # jobs with an unreadable candidate: out of every k, so each point has the same jobs
     for job_id, (job, trace) in traces.items():
         for idx in sorted({pick.index for pick in picks[job_id]}):
             path = store.root / trace["candidate_files"][idx] if idx != SOURCE_INDEX else None
-            sha = sha256sum(path) if path is not None and path.exists() else "source"
+            if path is not None and not path.is_file():
+                broken.add(job_id)
+                _name_bad_candidate(stats, job_id, f"missing candidate {path}")
+                break
+            sha = sha256sum(path) if path is not None else "source"
             hit = cache.get((job_id, idx))
             if hit is not None and hit.get("output_sha256") == sha:
                 scored[(job_id, idx)] = hit
@@ -483,11 +525,14 @@ def iteration_curves(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store
             else:
                 try:
                     out = _to01(load_metric_image(path, _metric_size(settings)))
-                except ImageLoadError:
-                    stats.corrupt_output += 1
-                    continue
+                except ImageLoadError as exc:
+                    broken.add(job_id)
+                    _name_bad_candidate(stats, job_id, f"corrupt candidate {path}: {exc}")
+                    break
             base = {**_job_fields(job, spec.label), "candidate": idx, "output_sha256": sha, "metric_key": key}
             todo.append((base, _to01(sources[job.source_id]), out, job.target_tensor()))
+    todo = [item for item in todo if item[0]["job_id"] not in broken]
+    traces = {job_id: entry for job_id, entry in traces.items() if job_id not in broken}
     if todo:
         for r in _score_items(predictor, todo, settings, store.candidate_metrics, f"Fig. S11 {spec.label}"):
             scored[(r["job_id"], r["candidate"])] = r
@@ -508,6 +553,14 @@ def iteration_curves(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store
             curves.append(entry)
     stats.scoring_s += time.perf_counter() - start
     return curves
+
+
+def _name_bad_candidate(stats: MethodStats, job_id: str, error: str) -> None:
+    stats.bad_candidate += 1
+    if len(stats.errors) < MAX_LISTED_ERRORS:
+        stats.errors.append({"job_id": job_id, "stage": "fig_s11", "error": f"{error}; the job is left out of "
+                                                                           f"Fig. S11 (rerun without "
+                                                                           f"--skip_generation to re-edit it)"})
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -610,16 +663,26 @@ def run_evaluation(settings: EvalSettings) -> dict:
     """Edit, score and report every method of `settings`; returns the report (also in report.json)."""
     from accelerate import PartialState
 
+    from emoeditor.fileio import check_writable
     from emoeditor.models.predictor import load_predictor
 
-    state = PartialState(cpu=settings.device == "cpu")
-    device = torch.device(settings.device) if settings.device else state.device
-    rank, world = state.process_index, state.num_processes
+    # Everything that can be wrong with the flags is checked before any work: the methods and their
+    # options, the output folder, the jobs, each method's files, the predictor.
     specs = parse_methods(settings.methods)
+    check_writable({"--out": settings.out})
     if settings.predictor is None:
         raise EmoEditorError("--predictor is required: the metrics (and EmoEditor's critic) need the emotion "
                              "predictor P (emo_predictor/)")
+    state = PartialState(cpu=settings.device == "cpu")
+    device = torch.device(settings.device) if settings.device else state.device
+    rank, world = state.process_index, state.num_processes
+    context = MethodContext(device=device, model=settings.model, predictor=settings.predictor,
+                            critic=settings.critic, num_loop=settings.num_loop,
+                            num_inference_steps=settings.num_inference_steps, batch_size=settings.batch_size,
+                            return_candidates=settings.return_candidates, extra={"dtype": settings.dtype})
     jobs, root = load_jobs(settings)
+    for spec in specs:
+        spec.check(context)
     predictor = load_predictor(settings.predictor, device=device)  # fail before hours of editing, not after
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -627,10 +690,6 @@ def run_evaluation(settings: EvalSettings) -> dict:
     if not sources:
         raise SplitError(f"none of the {len(jobs)} jobs' source images could be read under {root} "
                          f"(first problem: {next(iter(bad_sources.values()))}); check --image_root")
-    context = MethodContext(device=device, model=settings.model, predictor=settings.predictor,
-                            critic=settings.critic, num_loop=settings.num_loop,
-                            num_inference_steps=settings.num_inference_steps, batch_size=settings.batch_size,
-                            return_candidates=settings.return_candidates, extra={"dtype": settings.dtype})
     all_stats = {}
     for spec in specs:
         store = MethodStore(out, spec.label)
@@ -654,9 +713,14 @@ def format_summary(report: dict) -> str:
     lines = [f"{report['num_jobs']} jobs; {len(report['bad_sources'])} unreadable/missing source images"]
     for label, st in report["methods"].items():
         lines.append(f"  {label}: {st['generated']} edited, {st['cached']} cached, {st['failed']} failed, "
-                     f"{st['regenerated_corrupt']} corrupt outputs re-edited, {st['corrupt_output']} unreadable and "
+                     f"{st['regenerated_corrupt']} damaged jobs re-edited, {st['corrupt_output']} unreadable and "
                      f"{st['missing_output']} missing at scoring, {st['bad_trace']} unreadable traces, "
+                     f"{st.get('bad_candidate', 0)} jobs with unreadable candidates, "
                      f"{st['scored']} scored ({st['scored_cached']} cached), edit {st['generation_s']:.1f}s, "
                      f"metrics {st['scoring_s']:.1f}s")
+        for entry in st.get("re_edited", [])[:SHOWN_REEDITED]:
+            lines.append(f"    re-edited {entry['job_id']}: {entry['reason']}")
+        if len(st.get("re_edited", [])) > SHOWN_REEDITED:
+            lines.append(f"    ... {len(st['re_edited']) - SHOWN_REEDITED} more in report.json")
     lines.append("wrote: " + ", ".join(report["files"]))
     return "\n".join(lines)

@@ -203,6 +203,11 @@ def save_split(split: dict, path: str | Path) -> Path:
 def load_split(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
+        if "demo" in path.parts:  # configs/eval_tiny.yaml's toy split, next to what `make demo` writes
+            raise SplitError(f"test split {path} not found: run `make demo` first, then make the toy split as "
+                             f"configs/eval_tiny.yaml's comment says (scripts/make_toy_emoset.py --root "
+                             f"{path.parent}/emoset --per_class 0 0 2, then scripts/make_test_split.py --emoset_root "
+                             f"{path.parent}/emoset --emopair_json none --per_class 2 --out {path})")
         raise SplitError(f"test split {path} not found; make it with scripts/make_test_split.py "
                          f"--emoset_root <EmoSet-118K> --out {path}")
     try:

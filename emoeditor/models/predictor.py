@@ -9,7 +9,7 @@ plain [0, 1] RGB at 224x224 with no mean/std normalisation.
 from __future__ import annotations
 
 import json
-import warnings
+import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -20,8 +20,10 @@ from torch import nn
 
 from emoeditor.constants import IMAGE_SIZE, NUM_EMOTIONS, OFFICIAL_DOWNLOADS
 from emoeditor.errors import CheckpointMismatchError, MissingWeightsError
-from emoeditor.fileio import atomic_write, atomic_write_text
+from emoeditor.fileio import atomic_write, atomic_write_text, missing_path
 from emoeditor.models.weights import load_state_dict
+
+logger = logging.getLogger(__name__)
 
 PREDICTOR_CONFIG = "config.json"
 PREDICTOR_WEIGHTS = "model.safetensors"
@@ -115,6 +117,12 @@ def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> Emot
     """Load from a predictor folder, a ``.safetensors`` file or the official ``.pt`` state dict."""
     path = Path(path)
     config: dict = {}
+    if not path.exists():
+        raise MissingWeightsError(
+            f"{missing_path(path, 'emotion predictor')}. Pass a predictor folder (model.safetensors + "
+            f"config.json; `make demo` writes a tiny one to runs/demo/emo_predictor) or the official "
+            f"emo_predictor.pt (download: {OFFICIAL_DOWNLOADS['emo_predictor']}, or "
+            f"`python scripts/download_weights.py`), or train one with scripts/train_predictor.py")
     if path.is_dir():
         if (path / PREDICTOR_CONFIG).exists():
             config = _read_config(path / PREDICTOR_CONFIG)
@@ -127,7 +135,8 @@ def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> Emot
             config = _read_config(path.parent / PREDICTOR_CONFIG)
     if not weights.exists():
         raise MissingWeightsError(
-            f"emotion predictor weights not found at {path}. Put the official emo_predictor.pt in "
+            f"{path}/ holds no emotion predictor ({PREDICTOR_WEIGHTS} or {PREDICTOR_PT}). Put the official "
+            f"emo_predictor.pt in "
             f"emo_predictor/ (download: {OFFICIAL_DOWNLOADS['emo_predictor']}), or train one with "
             f"scripts/train_predictor.py")
     if weights.suffix == ".safetensors":
@@ -148,6 +157,6 @@ def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> Emot
     predictor = EmotionPredictor(net, image_size=config.get("image_size", IMAGE_SIZE),
                                  mean=config.get("mean"), std=config.get("std"))
     if not config and weights.suffix != ".pt":
-        warnings.warn(f"{path}: no {PREDICTOR_CONFIG}; assuming the official input convention "
-                      f"([0, 1] RGB, no normalisation, {IMAGE_SIZE}px)", stacklevel=2)
+        logger.warning("%s: no %s; assuming the official input convention ([0, 1] RGB, no normalisation, %dpx)",
+                       path, PREDICTOR_CONFIG, IMAGE_SIZE)
     return predictor.to(device).eval().requires_grad_(False)

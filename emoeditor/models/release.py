@@ -4,9 +4,9 @@ verifying them (size, zip/CRC, sha256). The network calls are injected so it is 
 
 from __future__ import annotations
 
-import json
+import logging
+import os
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -27,7 +27,11 @@ from emoeditor.constants import (
 )
 from emoeditor.errors import EmoEditorError, MissingWeightsError
 from emoeditor.fileio import atomic_write_text, sha256sum
+from emoeditor.logs import show_progress
 from emoeditor.models.components import BASE_SUBFOLDERS, check_base_folder
+from emoeditor.models.weights import safetensors_problem, torch_file_problem
+
+logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # Downloading the release (scripts/download_weights.py). The network calls are injected
@@ -69,42 +73,6 @@ def record_checksum(folder: str | Path, name: str, digest: str) -> None:
     atomic_write_text(Path(folder) / CHECKSUM_FILE, "".join(f"{d}  {n}\n" for n, d in sorted(sums.items())))
 
 
-def torch_file_problem(path: str | Path, min_bytes: int = 0) -> Optional[str]:
-    """Why `path` is not a complete torch.save file, or None: size floor, then every zip CRC."""
-    path = Path(path)
-    size = path.stat().st_size
-    if size < min_bytes:
-        head = path.read_bytes()[:512].lstrip().lower()
-        html = head.startswith((b"<!doctype", b"<html"))
-        kind = " (an HTML page: Google Drive's quota/virus-scan notice?)" if html else ""
-        return f"only {size:,} bytes, expected at least {min_bytes:,}{kind}"
-    if not zipfile.is_zipfile(path):
-        return "not a torch.save zip archive (truncated or not a checkpoint)"
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError) as exc:
-        return f"unreadable zip archive ({exc})"
-    return f"CRC mismatch in {bad} (corrupted transfer)" if bad else None
-
-
-def safetensors_problem(path: str | Path) -> Optional[str]:
-    """Why a .safetensors file is incomplete, or None: its header states the exact file size."""
-    path = Path(path)
-    size = path.stat().st_size
-    try:
-        with open(path, "rb") as f:
-            header_len = int.from_bytes(f.read(8), "little")
-            if header_len <= 0 or 8 + header_len > size:
-                return f"header length {header_len} does not fit a {size:,}-byte file"
-            header = json.loads(f.read(header_len))
-    except (ValueError, OSError) as exc:
-        return f"unreadable safetensors header ({exc})"
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    expected = 8 + header_len + end
-    return None if size == expected else f"{size:,} bytes, its header says {expected:,} (truncated?)"
-
-
 def _verify_present(path: Path, file: ReleaseFile) -> Optional[str]:
     recorded = read_checksums(path.parent).get(path.name)
     if recorded is not None:
@@ -129,11 +97,18 @@ def fetch_release_file(file: ReleaseFile, root: str | Path, fetch: Fetch, force:
         problem = _verify_present(dest, file)
         if problem is None:
             return "present"
-        print(f"{dest}: {problem}; downloading it again")
+        logger.warning("%s: %s; downloading it again", dest, problem)
     stage = dest.with_name(dest.name + ".download")
     if not (stage.exists() and torch_file_problem(stage, file.min_bytes) is None):
         stage.unlink(missing_ok=True)  # a complete-looking but bad stage is useless; partials live with the fetcher
-        fetch(url, stage, dest.name)
+        try:
+            fetch(url, stage, dest.name)
+        except EmoEditorError:
+            raise
+        except Exception as exc:  # the network library's own errors (no network, refused, timed out, ...)
+            raise MissingWeightsError(
+                f"downloading {dest.name} from {url} failed ({_first_line(exc)}). Run the script again to resume "
+                f"when the network is back, or download the file by hand and put it at {dest}") from None
         if not stage.exists():
             raise MissingWeightsError(f"downloading {dest.name} from {url} produced no file; "
                                       f"download it by hand and put it at {dest}")
@@ -146,6 +121,11 @@ def fetch_release_file(file: ReleaseFile, root: str | Path, fetch: Fetch, force:
     stage.replace(dest)
     record_checksum(dest.parent, dest.name, sha256sum(dest))
     return "downloaded"
+
+
+def _first_line(exc: BaseException) -> str:
+    line = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 def gdown_fetch(url: str, dest: Path, name: str) -> None:
@@ -168,7 +148,7 @@ def gdown_fetch(url: str, dest: Path, name: str) -> None:
             raise EmoEditorError(f"cannot read a Google Drive file id from {url}")
         file_id = found.group(1)
     # resume=True continues gdown's own partial file (<dest>XXXXXXXX.part) from an interrupted run.
-    if gdown.download(id=file_id, output=str(dest), resume=True) is None:
+    if gdown.download(id=file_id, output=str(dest), resume=True, quiet=not show_progress()) is None:
         raise MissingWeightsError(f"Google Drive refused {name} ({url}); try later or download it by hand")
 
 
@@ -182,7 +162,16 @@ def download_base(local_dir: str | Path = IP2P_LOCAL_DIR, hub_id: str = IP2P_HUB
     hub_download = hub_download or snapshot_download
     patterns = list(IP2P_CONFIG_PATTERNS) + ([] if config_only else list(IP2P_WEIGHT_PATTERNS))
     local_dir = Path(local_dir)
-    hub_download(repo_id=hub_id, local_dir=str(local_dir), allow_patterns=patterns)  # resumes by itself
+    try:
+        hub_download(repo_id=hub_id, local_dir=str(local_dir), allow_patterns=patterns)  # resumes by itself
+    except EmoEditorError:
+        raise
+    except Exception as exc:  # huggingface_hub's errors: offline mode, no network, unknown repo, ...
+        offline = " (HF_HUB_OFFLINE is set: downloads are off)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise MissingWeightsError(
+            f"could not fetch {hub_id} into {local_dir}{offline}: {_first_line(exc)}. On a machine with network "
+            f"run the script again (it resumes), or copy a local copy of {hub_id} (diffusers layout) to "
+            f"{local_dir}") from None
     check_base_folder(local_dir, ("unet", "vae") if config_only else BASE_SUBFOLDERS)
     problems = [] if config_only else [
         f"{p}: missing" if not (local_dir / p).exists() else f"{p}: {safetensors_problem(local_dir / p)}"

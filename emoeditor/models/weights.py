@@ -6,7 +6,10 @@ fc.0/2/4/6; emo_predictor.pt: a torchvision ResNet18) load here with torch.load(
 
 from __future__ import annotations
 
+import json
+import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +20,7 @@ from emoeditor.constants import IP2P_HUB_ID, OFFICIAL_DOWNLOADS, OFFICIAL_EMOENC
 from emoeditor.errors import CheckpointMismatchError, MissingWeightsError
 from emoeditor.models.emotion_encoder import EmotionEncoder
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 UNET_PREFIX = "unet."
 VAE_PREFIX = "auto_encoder."
 
@@ -26,6 +30,37 @@ def missing_weights(path: Path, what: str, link_key: str) -> MissingWeightsError
         f"{what} not found: {path}. Download it from {OFFICIAL_DOWNLOADS[link_key]} and put it in "
         f"{path.parent}/ (or run `python scripts/download_weights.py`, which fetches the official release "
         f"into model/ and emo_predictor/)")
+
+
+# How torch's weights_only unpickler names what it refused (torch 2.4: "Unsupported class X"; later
+# "Unsupported global: GLOBAL X ...", "unsupported GLOBAL X whose module ... is blocked").
+_REFUSED = re.compile(r"GLOBAL\s+([\w.]+)|Unsupported class\s+([\w.]+)|unrecognized function\s*([\w.]*)", re.I)
+
+
+def refused_pickle(exc: BaseException) -> Optional[str]:
+    """The Python object a weights_only load refused to unpickle ("" if unnamed), or None for other errors."""
+    if not isinstance(exc, pickle.UnpicklingError):
+        return None
+    found = _REFUSED.search(str(exc))
+    return None if found is None else next((g for g in found.groups() if g), "")
+
+
+def refused_pickle_error(path: str | Path, what: str, name: str) -> CheckpointMismatchError:
+    named = f" ({name})" if name else ""
+    return CheckpointMismatchError(
+        f"{path} was not loaded: besides tensors it contains pickled Python objects{named}, which is "
+        f"code-bearing data (unpickling it can run arbitrary code), and only tensors are ever loaded. For the "
+        f"{what}, use a file that holds tensors only: the official release, a safetensors file, or one saved "
+        f"as `torch.save(model.state_dict(), path)` rather than the whole model object")
+
+
+def _reason(exc: BaseException) -> str:
+    """One line of what went wrong, never torch's advice to turn the weights_only check off."""
+    text = str(exc)
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]*)", text)
+    line = found.group(1) if found else (text.strip().splitlines() or [""])[0]
+    line = "" if re.search(r"weights.only", line, re.I) else line[:160]
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 def load_state_dict(path: str | Path, what: str = "checkpoint", link_key: str = "models") -> dict:
@@ -39,13 +74,69 @@ def load_state_dict(path: str | Path, what: str = "checkpoint", link_key: str = 
         except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # objects other than tensors, a truncated download, ...
-        raise CheckpointMismatchError(f"{path} is not a loadable {what} state dict ({exc}); "
-                                      f"re-download it ({OFFICIAL_DOWNLOADS[link_key]})") from exc
+        name = refused_pickle(exc)
+        if name is not None:
+            raise refused_pickle_error(path, what, name) from None
+        raise CheckpointMismatchError(
+            f"{path} is not a readable {what} file ({_reason(exc)}): it is truncated or not a torch.save "
+            f"file; download it again ({OFFICIAL_DOWNLOADS[link_key]})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointMismatchError(f"{path} does not hold a state dict of tensors")
     return state
+
+
+def torch_file_problem(path: str | Path, min_bytes: int = 0) -> Optional[str]:
+    """Why `path` is not a complete torch.save file, or None: size floor, then every zip CRC."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size < min_bytes:
+        head = path.read_bytes()[:512].lstrip().lower()
+        html = head.startswith((b"<!doctype", b"<html"))
+        kind = " (an HTML page: Google Drive's quota/virus-scan notice?)" if html else ""
+        return f"only {size:,} bytes, expected at least {min_bytes:,}{kind}"
+    if not zipfile.is_zipfile(path):
+        return "not a torch.save zip archive (truncated or not a checkpoint)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as exc:
+        return f"unreadable zip archive ({exc})"
+    return f"CRC mismatch in {bad} (corrupted transfer)" if bad else None
+
+
+def safetensors_problem(path: str | Path) -> Optional[str]:
+    """Why a .safetensors file is incomplete, or None: its header states the exact file size."""
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            if header_len <= 0 or 8 + header_len > size:
+                return f"header length {header_len} does not fit a {size:,}-byte file"
+            header = json.loads(f.read(header_len))
+    except (ValueError, OSError) as exc:
+        return f"unreadable safetensors header ({exc})"
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    expected = 8 + header_len + end
+    return None if size == expected else f"{size:,} bytes, its header says {expected:,} (truncated?)"
+
+
+def unloadable_folder(folder: str | Path, exc: Exception, what: str, fix: str) -> CheckpointMismatchError:
+    """Which file of a diffusers folder failed to load and why, found with our own checks (diffusers
+    reports a refused pickle, a truncated file and a foreign one all as one OSError)."""
+    folder = Path(folder)
+    for path in sorted(folder.rglob("*")):
+        if path.suffix == ".safetensors" and safetensors_problem(path) is not None:
+            return CheckpointMismatchError(f"{path}: {safetensors_problem(path)}. {fix} (or copy the file again)")
+        if path.suffix in PICKLE_SUFFIXES:
+            try:
+                load_state_dict(path, f"{path.parent.name} weights")
+            except CheckpointMismatchError as problem:
+                return problem
+    return CheckpointMismatchError(f"{folder} could not be loaded as {what} ({_reason(exc)}). {fix}, or check "
+                                   f"that every component folder is complete")
 
 
 def split_ip2p_state(state: dict, path: str | Path = OFFICIAL_UNET_FILE) -> tuple[dict, dict]:

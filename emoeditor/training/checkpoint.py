@@ -12,6 +12,7 @@ checkpoint intact.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -29,6 +30,9 @@ STEP_PREFIX = "step_"
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"
 ARGS_FILE = "args.json"
+REQUIRED_FILES = (MODEL_FILE, STATE_FILE)
+
+logger = logging.getLogger(__name__)
 
 
 def replace_dir(tmp: Path, final: Path) -> Path:
@@ -51,8 +55,13 @@ def list_checkpoints(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX)
-             and p.name[len(STEP_PREFIX):].isdigit() and (p / STATE_FILE).exists()]
+             and p.name[len(STEP_PREFIX):].isdigit() and not missing_files(p)]
     return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX):]))
+
+
+def missing_files(path: Path) -> list[str]:
+    """The files a checkpoint folder needs that are not there (a folder copied or pruned by hand)."""
+    return [name for name in REQUIRED_FILES if not (path / name).is_file()]
 
 
 def save_checkpoint(root: Path, step: int, weights: dict[str, torch.Tensor], state: dict, args: dict,
@@ -76,36 +85,56 @@ def save_checkpoint(root: Path, step: int, weights: dict[str, torch.Tensor], sta
 
 
 def resolve_checkpoint(spec: str, save_model_dir: str | Path) -> Path:
-    """``latest`` (under save_model_dir) or a path to a checkpoint folder."""
+    """``latest`` (under save_model_dir: the newest complete checkpoint) or a path to a checkpoint folder."""
     if spec == LATEST_POINTER:
         root = checkpoint_root(save_model_dir)
         pointer = root / LATEST_POINTER
         path = root / pointer.read_text().strip() if pointer.exists() else None
-        if path is None or not (path / STATE_FILE).exists():
+        if path is None or missing_files(path):
             ckpts = list_checkpoints(root)
             if not ckpts:
                 raise MissingWeightsError(
-                    f"--resume latest: no checkpoint under {root}; train without --resume first, or pass "
-                    f"--resume PATH to a step_XXXXXXXX folder")
+                    f"--resume latest: no complete checkpoint under {root}{_incomplete_note(root)}; train "
+                    f"without --resume to start over, or pass --resume PATH to a step_XXXXXXXX folder")
+            if path is not None:
+                logger.warning("checkpoint %s is incomplete (%s missing); resuming from %s, the newest complete one",
+                               path, ", ".join(missing_files(path)), ckpts[-1])
             path = ckpts[-1]
         return path
     path = Path(spec)
-    if path.is_dir() and (path / STATE_FILE).exists():
+    if path.is_dir() and not missing_files(path):
         return path
     if path.is_dir() and list_checkpoints(path / CHECKPOINT_DIRNAME):
         return list_checkpoints(path / CHECKPOINT_DIRNAME)[-1]
+    if path.is_dir() and path.name.startswith(STEP_PREFIX) and any((path / n).exists() for n in REQUIRED_FILES):
+        raise MissingWeightsError(f"--resume {spec}: {_incomplete(path)}")
+    what = "no such folder" if not path.exists() else "not a checkpoint folder"
     raise MissingWeightsError(
-        f"--resume {spec}: not a checkpoint folder (expected {STATE_FILE} and {MODEL_FILE} inside); "
-        f"pass 'latest' or a .../{CHECKPOINT_DIRNAME}/{STEP_PREFIX}XXXXXXXX folder")
+        f"--resume {spec}: {what} (a checkpoint is a {STEP_PREFIX}XXXXXXXX folder holding "
+        f"{' and '.join(REQUIRED_FILES)}); pass 'latest' or a .../{CHECKPOINT_DIRNAME}/{STEP_PREFIX}XXXXXXXX folder")
+
+
+def _incomplete(path: Path) -> str:
+    """What is missing from an incomplete checkpoint folder and what to resume from instead."""
+    complete = list_checkpoints(path.parent)
+    instead = (f"resume from the newest complete one, --resume {complete[-1]}" if complete else
+               "no complete checkpoint is left beside it, so train without --resume to start over")
+    return (f"checkpoint {path} is incomplete: {', '.join(missing_files(path))} missing (copied or deleted "
+            f"by hand?); {instead}")
+
+
+def _incomplete_note(root: Path) -> str:
+    bad = [p.name for p in root.glob(f"{STEP_PREFIX}*") if p.is_dir() and missing_files(p)] if root.is_dir() else []
+    return f" ({', '.join(sorted(bad))} incomplete: {', '.join(REQUIRED_FILES)} needed)" if bad else ""
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(weights, state); the state is read with weights_only=True (no arbitrary unpickling)."""
+    if missing_files(path):
+        raise MissingWeightsError(_incomplete(path))
     try:
         weights = load_file(str(path / MODEL_FILE))
         state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise MissingWeightsError(f"checkpoint {path} is incomplete ({exc.filename} missing)") from None
     except Exception as exc:  # a truncated or foreign file
         raise EmoEditorError(f"checkpoint {path} cannot be read ({exc}); "
                              f"resume from an earlier step_* folder") from exc

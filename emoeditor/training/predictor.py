@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
 import warnings
 from pathlib import Path
@@ -47,11 +48,14 @@ from emoeditor.constants import (
 )
 from emoeditor.data.emoset import Sample, load_split
 from emoeditor.errors import EmoEditorError, ImageLoadError, MissingWeightsError
-from emoeditor.fileio import atomic_write, atomic_write_text
+from emoeditor.fileio import atomic_write, atomic_write_text, check_writable, missing_path
 from emoeditor.imageio import open_image
+from emoeditor.logs import show_progress
 from emoeditor.models.components import seeded_init
-from emoeditor.models.predictor import EmotionPredictor, build_resnet18, save_predictor
+from emoeditor.models.predictor import PREDICTOR_PT, EmotionPredictor, build_resnet18, save_predictor
 from emoeditor.seeding import mix_seed
+
+logger = logging.getLogger(__name__)
 
 STATE_FILE = "training_state.pt"
 SKIPPED_FILE = "skipped_images.txt"
@@ -264,10 +268,27 @@ def save_training_state(path: str | Path, state: dict) -> Path:
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
+def check_inputs(args: argparse.Namespace) -> None:
+    """The EmoSet root and the ImageNet weights named by the flags exist, before any work."""
+    if not args.data_root:
+        raise EmoEditorError("--data_root is required: the EmoSet folder (release layout or class folders), or a "
+                             "toy one written by `python scripts/make_toy_emoset.py --root runs/toy_emoset`")
+    root = Path(args.data_root)
+    if not root.is_dir():
+        raise EmoEditorError(
+            f"{f'--data_root {root}: not a folder' if root.exists() else missing_path(root, '--data_root')}; "
+            f"download EmoSet-118K "
+            f"there, or write a toy EmoSet with `python scripts/make_toy_emoset.py --root {root}` (what "
+            f"configs/predictor_tiny.yaml expects)")
+    if args.init == "imagenet" and args.imagenet_weights and not Path(args.imagenet_weights).is_file():
+        raise MissingWeightsError(f"--imagenet_weights {args.imagenet_weights}: file not found; pass the "
+                                  f"torchvision {RESNET18_IMAGENET_FILE} state dict, or --init random")
+
+
 def train_predictor(args: argparse.Namespace) -> dict:
     """Train, keep the best-on-val weights, evaluate them on val and test; returns a summary dict."""
-    if not args.data_root:
-        raise EmoEditorError("--data_root is required: the EmoSet folder (release layout or class folders)")
+    check_inputs(args)
+    check_writable({"--output_dir": args.output_dir})
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
@@ -278,7 +299,7 @@ def train_predictor(args: argparse.Namespace) -> dict:
               for s in EMOSET_SPLITS}
     if not splits["train"]:
         raise EmoEditorError(f"{args.data_root}: the train split is empty")
-    print(f"EmoSet {args.data_root}: " + ", ".join(f"{s} {len(v)}" for s, v in splits.items()))
+    logger.info("EmoSet %s: %s", args.data_root, ", ".join(f"{s} {len(v)}" for s, v in splits.items()))
     train_ds, train_loader = _loader(splits["train"], args, train=True)
     eval_loaders = {s: _loader(v, args, train=False)[1] for s, v in splits.items() if s != "train" and v}
 
@@ -304,7 +325,8 @@ def train_predictor(args: argparse.Namespace) -> dict:
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, step, best_top1, history = state["epoch"], state["step"], state["best_top1"], state["history"]
-        print(f"resumed from {state_path}: epoch {start_epoch}, step {step}, best val top-1 {best_top1:.4f}")
+        logger.info("resumed from %s: epoch %d, step %d, best val top-1 %.4f", state_path, start_epoch, step,
+                    best_top1)
 
     writer = None
     if args.tensorboard:
@@ -314,7 +336,7 @@ def train_predictor(args: argparse.Namespace) -> dict:
     initial = None
     if args.eval_at_start and "val" in eval_loaders and not args.resume:
         initial = evaluate(predictor, eval_loaders["val"], device, autocast_dtype)
-        print(f"initial val top-1 {initial['top1']:.4f}")
+        logger.info("initial val top-1 %.4f", initial["top1"])
     extra = {"emotions": list(EMOTIONS), "input": "RGB in [0, 1], resized to image_size, then mean/std if given",
              "training": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}}
 
@@ -325,7 +347,7 @@ def train_predictor(args: argparse.Namespace) -> dict:
         train_ds.set_epoch(epoch)
         train_loader.generator.manual_seed(mix_seed(args.seed, "shuffle", epoch))  # resumable shuffle order
         loss_sum, n_seen = 0.0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False)
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=not show_progress())
         for images, labels, index in bar:
             ok = labels >= 0
             bad["train"].update(index[~ok].tolist())
@@ -362,7 +384,7 @@ def train_predictor(args: argparse.Namespace) -> dict:
                 writer.add_scalar("val/top1", val["top1"], step)
                 writer.add_scalar("val/loss", val["loss"], step)
         history.append(record)
-        print(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+        logger.info(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
         score = record.get("val_top1", -record["train_loss"])  # no val split: keep the latest
         if score >= best_top1 or "val_top1" not in record:
             best_top1 = score
@@ -385,10 +407,12 @@ def train_predictor(args: argparse.Namespace) -> dict:
                            f"{split}: top-1 {100 * res['top1']:.1f}% ({res['num_images']} images)")
         results[split] = res
         per_class = ", ".join(f"{e} {100 * a:.1f}" for e, a in res["per_class"].items() if a is not None)
-        print(f"{split}: top-1 {100 * res['top1']:.2f}% on {res['num_images']} images; per class: {per_class}")
+        logger.info("%s: top-1 %.2f%% on %d images; per class: %s", split, 100 * res["top1"], res["num_images"],
+                    per_class)
     skipped = _report_skipped(bad, splits, out)
     return {"history": history, "initial": initial, "results": results, "skipped": skipped,
-            "output_dir": str(out), "steps": step}
+            "output_dir": str(out.resolve()), "weights": str((out / PREDICTOR_PT).resolve()), "steps": step,
+            "metrics": [str((out / f"eval_{split}.json").resolve()) for split in results]}
 
 
 def _report_skipped(bad: dict[str, set[int]], splits: dict[str, list[Sample]], out: Path) -> int:
@@ -396,6 +420,6 @@ def _report_skipped(bad: dict[str, set[int]], splits: dict[str, list[Sample]], o
     lines = sorted(f"{split}\t{splits[split][i].path}" for split, idx in bad.items() for i in idx)
     if lines:
         atomic_write_text(out / SKIPPED_FILE, "\n".join(lines) + "\n")
-        print(f"skipped {len(lines)} unreadable image(s) (listed in {out / SKIPPED_FILE}); "
-              f"re-export or remove them")
+        logger.warning("skipped %d unreadable image(s) (listed in %s); re-export or remove them", len(lines),
+                       out / SKIPPED_FILE)
     return len(lines)

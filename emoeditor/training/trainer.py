@@ -45,9 +45,11 @@ from emoeditor.constants import (
     OFFICIAL_PREVIEW_EVERY,
     TEXT_SEQ_LEN,
 )
+from emoeditor.data.emopair import SkipBadItems, bad_pair_error, bad_pairs_in
 from emoeditor.data.latent_cache import target_posterior
 from emoeditor.emotions import emotion_input
 from emoeditor.errors import TrainingError
+from emoeditor.fileio import missing_path, unwritable
 from emoeditor.models.latents import sample_latents
 from emoeditor.seeding import mix_seed
 from emoeditor.training import checkpoint as ckpt
@@ -61,6 +63,7 @@ LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine
 NULL_EMBEDDINGS = ("learned", "zero")
 # t ~ U{0..999} (paper), or below the T the official code's preview edit leaves in the scheduler.
 TRAIN_TIMESTEPS = ("uniform", "official")
+SUMMARY_FILE = "training_summary.json"  # in the exported folder: steps, counts, where everything went
 # Args that change the model itself: a resumed run must use the checkpoint's values.
 MODEL_ARGS = ("emotion_input", "encoder_hidden", "null_embedding", "cond_dropout", "vae_input_range", "image_size")
 
@@ -195,31 +198,140 @@ def _cache_fingerprint(args) -> tuple[dict, Optional[str]]:
     return settings, fp
 
 
-def ensure_latent_cache(args, frozen: dict, accelerator=None) -> Path:
+DEMO_DIR = "runs/demo"  # what `make demo` (scripts/demo.py --out runs/demo) writes; the tiny presets read it
+DEMO_NOTE = "; `make demo` writes it"
+
+
+def _demo_hint(path) -> str:
+    posix = Path(path).as_posix()
+    return DEMO_NOTE if posix.startswith(f"{DEMO_DIR}/") or f"/{DEMO_DIR}/" in posix else ""
+
+
+def _hub_unavailable(repo_id: str) -> bool:
+    """The hub is switched off (HF_HUB_OFFLINE) and holds no cached copy of `repo_id`: loading must fail."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    return bool(constants.HF_HUB_OFFLINE) and not isinstance(try_to_load_from_cache(repo_id, "unet/config.json"), str)
+
+
+def _input_problems(args) -> list[str]:
+    """One line per input the run reads that is not there, with how to get it."""
+    from emoeditor.constants import IP2P_HUB_ID, OFFICIAL_DOWNLOADS
+    from emoeditor.data import latent_cache as lc
+    from emoeditor.models.components import BASE_SUBFOLDERS, looks_like_hub_id
+
+    problems = []
+    base = str(args.base_model)
+    local_copy = "model/instruct-pix2pix"
+    if looks_like_hub_id(base):
+        if _hub_unavailable(base):
+            # "model/instruct-pix2pix" reads as a hub id too: a path if its first folder exists here
+            path_meant = Path(base).parent.is_dir()
+            repo, target = (IP2P_HUB_ID, base) if path_meant else (base, local_copy)
+            problems.append(f"{missing_path(base, '--base_model')} as a local folder, and as a hub id it is "
+                            f"not cached while the hub is offline (HF_HUB_OFFLINE); on a machine with network run "
+                            f"`huggingface-cli download {repo} --local-dir {target}` and pass --base_model {target}")
+    elif not Path(base).exists():
+        problems.append(f"{missing_path(base, '--base_model')}" + (
+            _demo_hint(base) or f"; pass a local InstructPix2Pix folder (`huggingface-cli download {IP2P_HUB_ID} "
+                                f"--local-dir {local_copy}`) or the hub id {IP2P_HUB_ID} on a machine with network"))
+    elif missing := [sub for sub in BASE_SUBFOLDERS if not (Path(base) / sub).is_dir()]:
+        problems.append(f"--base_model {base} is not a diffusers InstructPix2Pix folder (missing "
+                        f"{', '.join(missing)}/){_demo_hint(base)}")
+    if args.init_model and not Path(args.init_model).exists():
+        problems.append(f"{missing_path(args.init_model, '--init_model')}; pass an exported model "
+                        f"folder (train.py's SAVE_MODEL_DIR/model) or the official release folder (model/)")
+    if args.latent_cache and lc.is_complete(args.latent_cache):
+        return problems  # the images are not read; a cache built with other settings is reported later
+    if not Path(args.json_path).is_file():
+        problems.append(f"{missing_path(args.json_path, '--json_path')}" + (
+            _demo_hint(args.json_path) or f"; download data_EmoPair.json from {OFFICIAL_DOWNLOADS['annotations']} "
+                                          f"(see json/README.md)"))
+    if not Path(args.data_root).is_dir():
+        problems.append(f"{missing_path(args.data_root, '--data_root')}" + (
+            _demo_hint(args.data_root) or "; put the EmoPair images there (see EmoPair/README.md)"))
+    return problems
+
+
+def check_paths(args, outputs: dict) -> None:
+    """Every input the run reads exists and every output folder (flag -> path) is writable, checked before
+    any work and reported together, so one look tells a user everything to fix."""
+    problems = _input_problems(args) + unwritable(outputs)
+    if not problems:
+        return
+    footer = ""
+    if any(p.endswith(DEMO_NOTE) for p in problems):
+        footer = (f"\nRun `make demo` first, from the repository root: it writes the tiny base model, the toy "
+                  f"EmoPair and its annotations under {DEMO_DIR}/, which the tiny presets read.")
+    elif any(p.startswith(("--json_path", "--data_root")) for p in problems):
+        footer = ("\nTo try training on toy data with a tiny model first (CPU, minutes): "
+                  "make demo && python train.py --config configs/tiny.yaml")
+    raise TrainingError("cannot start; nothing was done:\n  " + "\n  ".join(problems) + footer)
+
+
+def output_folders(args, export_dir: Path) -> dict:
+    """The folders a training run writes, by flag (the latent cache only while it is still to be built)."""
+    from emoeditor.data import latent_cache as lc
+
+    outputs = {"--save_model_dir": args.save_model_dir, "--train_save_dir": args.train_save_dir}
+    if args.export_dir:  # else SAVE_MODEL_DIR/model, checked with it
+        outputs["--export_dir"] = export_dir
+    if args.latent_cache and not lc.is_complete(args.latent_cache):
+        outputs["--latent_cache"] = args.latent_cache
+    return outputs
+
+
+class TrainingData(NamedTuple):
+    """What validation found, before any model is loaded: the entries (None when a complete latent cache
+    is used as it is), how many entries it dropped (--skip_bad) and how many it read."""
+
+    entries: Optional[list]
+    dropped: int
+    total: int
+
+
+def validate_training_data(args, progress: bool = True) -> TrainingData:
+    """The annotations and images checked (and bad entries dropped with --skip_bad), unless a complete
+    --latent_cache for these settings makes the images unnecessary; then its record of the validation."""
+    from emoeditor.data import latent_cache as lc
+    from emoeditor.data.emopair import read_emopair
+
+    if args.latent_cache:
+        settings, fp = _cache_fingerprint(args)
+        if lc.is_complete(args.latent_cache, settings, fp):
+            record = lc.read_validation(args.latent_cache) or {}
+            return TrainingData(None, int(record.get("dropped", 0)), int(record.get("total", 0)))
+        if fp is None:
+            raise TrainingError(f"--latent_cache {args.latent_cache} is incomplete or was built with other "
+                                f"settings, and {args.json_path} is missing to rebuild it; pass --json_path")
+    data = read_emopair(args.json_path, args.data_root, args.subset, skip_bad=args.skip_bad,
+                        check_images=args.check_images, progress=progress)
+    return TrainingData(data.entries, len(data.dropped), data.total)
+
+
+def ensure_latent_cache(args, frozen: dict, accelerator=None, data: Optional[TrainingData] = None) -> Path:
     """Build (or finish) the --latent_cache unless complete for these settings; processes split the shards."""
     from emoeditor.data import latent_cache as lc
-    from emoeditor.data.emopair import EmoPairDataset, load_emopair
+    from emoeditor.data.emopair import EmoPairDataset
 
-    settings, fp = _cache_fingerprint(args)
-    if lc.is_complete(args.latent_cache, settings, fp):
-        return Path(args.latent_cache)
-    if fp is None:
-        raise TrainingError(f"--latent_cache {args.latent_cache} is incomplete or was built with other "
-                            f"settings, and {args.json_path} is missing to rebuild it; pass --json_path")
     main = accelerator is None or accelerator.is_main_process
+    if data is None:
+        data = validate_training_data(args, progress=main and not args.no_progress)
+    if data.entries is None:  # complete already
+        return Path(args.latent_cache)
+    settings, fp = _cache_fingerprint(args)
     barrier = accelerator.wait_for_everyone if accelerator is not None else (lambda: None)
-    entries = load_emopair(args.json_path, args.data_root, args.subset, skip_bad=args.skip_bad,
-                           check_images=args.check_images, progress=main and not args.no_progress)
-    dataset = EmoPairDataset(entries, args.data_root, args.image_size)
-    dataset = SkipBadItems(dataset) if args.skip_bad else dataset
+    dataset = SkipBadItems(EmoPairDataset(data.entries, args.data_root, args.image_size))
     if main:
-        lc.prepare_cache_dir(args.latent_cache, len(dataset), args.cache_shard_size, settings, fp)
+        lc.prepare_cache_dir(args.latent_cache, len(dataset), args.cache_shard_size, settings, fp,
+                             validation={"total": data.total, "dropped": data.dropped})
     barrier()
     lc.build_shards(dataset, args.latent_cache, frozen["vae"], frozen["text_encoder"], frozen["tokenizer"],
                     batch_size=args.cache_batch_size, num_workers=args.num_workers,
                     rank=accelerator.process_index if accelerator is not None else 0,
                     world=accelerator.num_processes if accelerator is not None else 1,
-                    show_progress=main and not args.no_progress)
+                    show_progress=main and not args.no_progress, skip_bad=args.skip_bad,
+                    check_images=args.check_images)
     barrier()
     if main:
         lc.finalize_cache(args.latent_cache)
@@ -227,45 +339,18 @@ def ensure_latent_cache(args, frozen: dict, accelerator=None) -> Path:
     return Path(args.latent_cache)
 
 
-class SkipBadItems(torch.utils.data.Dataset):
-    """With --skip_bad: a pair whose image fails to decode mid-run (validation reads only headers) is
-    replaced by the next good one, with a warning, so batches keep their size and the run goes on.
-    Each item's "skipped" says how many bad pairs it replaced: DataLoader workers are separate
-    processes, so the count travels with the batch to the loop that totals it."""
-
-    MAX_TRIES = 16
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> dict:
-        from emoeditor.errors import ImageLoadError
-
-        for k in range(self.MAX_TRIES):
-            try:
-                return {**self.dataset[(i + k) % len(self.dataset)], "skipped": k}
-            except ImageLoadError as exc:
-                logger.warning("skipping a bad pair (--skip_bad): %s", exc)
-        raise TrainingError(f"{self.MAX_TRIES} consecutive EmoPair pairs from index {i} failed to load; "
-                            f"check the images under the data root")
-
-
-def build_dataset(args, accelerator, frozen: dict):
-    """EmoPairDataset, or the latent cache of it (built first, shards split over the processes)."""
-    from emoeditor.data.emopair import EmoPairDataset, load_emopair
+def build_dataset(args, accelerator, frozen: dict, data: Optional[TrainingData] = None):
+    """EmoPairDataset (pairs that fail to load mid-run reported per batch), or the latent cache of it
+    (built first, shards split over the processes)."""
+    from emoeditor.data.emopair import EmoPairDataset
     from emoeditor.data.latent_cache import LatentCacheDataset
 
+    if data is None:
+        data = validate_training_data(args, progress=accelerator.is_main_process and not args.no_progress)
     if args.latent_cache:
-        ensure_latent_cache(args, frozen, accelerator)
+        ensure_latent_cache(args, frozen, accelerator, data)
         return LatentCacheDataset(args.latent_cache)
-    entries = load_emopair(args.json_path, args.data_root, args.subset, skip_bad=args.skip_bad,
-                           check_images=args.check_images,
-                           progress=accelerator.is_main_process and not args.no_progress)
-    dataset = EmoPairDataset(entries, args.data_root, args.image_size)
-    return SkipBadItems(dataset) if args.skip_bad else dataset
+    return SkipBadItems(EmoPairDataset(data.entries, args.data_root, args.image_size))
 
 
 def frozen_components(base: dict, device, weight_dtype: torch.dtype) -> dict:
@@ -278,15 +363,22 @@ def frozen_components(base: dict, device, weight_dtype: torch.dtype) -> dict:
 
 
 def cache_latents(args) -> Path:
-    """scripts/cache_latents.py: the cache `train.py --latent_cache` would build, built up front."""
+    """scripts/cache_latents.py: the cache `train.py --latent_cache` would build, built up front.
+    Paths and annotations are checked before the VAE and text encoder are loaded."""
+    from emoeditor.data import latent_cache as lc
     from emoeditor.models.components import load_base_components
 
     if not args.latent_cache:
         raise TrainingError("--latent_cache DIR is required: the folder to write the cache to")
+    check_paths(args, outputs={} if lc.is_complete(args.latent_cache) else {"--latent_cache": args.latent_cache})
+    data = validate_training_data(args, progress=not args.no_progress)
+    if data.entries is None:
+        logger.info("--latent_cache %s is complete for these settings; nothing to do", args.latent_cache)
+        return Path(args.latent_cache)
     use_cuda = torch.cuda.is_available() and not args.cpu
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(_mixed_precision(args), torch.float32)
     frozen = frozen_components(load_base_components(args.base_model), "cuda" if use_cuda else "cpu", dtype)
-    return ensure_latent_cache(args, frozen)
+    return ensure_latent_cache(args, frozen, data=data)
 
 
 def to_model_inputs(batch: dict, frozen: dict, args, device) -> dict:
@@ -390,7 +482,7 @@ def export_pipeline(model: EmoEditorDenoiser, args, export_dir: Path, summary: O
     pipe.save_pretrained(tmp)
     (tmp / "training_args.json").write_text(json.dumps(ckpt.plain(vars(args)), indent=2, sort_keys=True))
     if summary is not None:
-        (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2))
+        (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return ckpt.replace_dir(tmp, export_dir)
 
 
@@ -512,6 +604,8 @@ class TrainRun:
     last_inputs: Optional[dict] = None
     t_last: float = 0.0  # samples/s since the last log
     samples_since: int = 0
+    resumed_from: Optional[int] = None  # the checkpoint's step when resumed
+    data: Optional[TrainingData] = None  # what validation found, for the summary
 
 
 def _load_resume(args) -> tuple[Optional[dict], Optional[dict]]:
@@ -523,6 +617,7 @@ def _load_resume(args) -> tuple[Optional[dict], Optional[dict]]:
         return None, None
     resume_path = ckpt.resolve_checkpoint(resume, args.save_model_dir)
     weights, state = ckpt.load_checkpoint(resume_path)
+    state["path"] = str(resume_path.resolve())
     saved = state["args"]
     changed = {k: (saved.get(k), ckpt.plain(getattr(args, k))) for k in MODEL_ARGS
                if saved.get(k) != ckpt.plain(getattr(args, k))}
@@ -561,8 +656,8 @@ def setup(args: argparse.Namespace) -> TrainRun:
 
     from emoeditor.models.components import load_base_components
 
-    # 1. Accelerator, resume state, argument checks.
-    resume_weights, resume_state = _load_resume(args)
+    # 1. Checks before any work (flags, inputs, output folders, the resume checkpoint, the annotations),
+    # so a mistake costs seconds, not a model load or the hours up to the first checkpoint.
     accelerator = Accelerator(mixed_precision=_mixed_precision(args), cpu=args.cpu,
                               dynamo_backend="inductor" if args.compile else None,
                               kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=args.ddp_timeout))])
@@ -570,6 +665,9 @@ def setup(args: argparse.Namespace) -> TrainRun:
     micro_size = _check_args(args, world)
     export_dir = Path(args.export_dir) if args.export_dir else Path(args.save_model_dir) / "model"
     check_export_dir(export_dir)
+    check_paths(args, output_folders(args, export_dir))
+    resume_weights, resume_state = _load_resume(args)
+    data = validate_training_data(args, progress=accelerator.is_main_process and not args.no_progress)
     if args.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -588,8 +686,8 @@ def setup(args: argparse.Namespace) -> TrainRun:
         unet.enable_gradient_checkpointing()
     model = EmoEditorDenoiser(unet, encoder).train()
 
-    # 3. Data.
-    dataset = build_dataset(args, accelerator, frozen)
+    # 3. Data (images, or the latent cache, built first if needed).
+    dataset = build_dataset(args, accelerator, frozen, data)
     steps_per_epoch = len(dataset) // args.batch_size
     if steps_per_epoch == 0:
         raise TrainingError(f"{len(dataset)} training pairs are fewer than --batch_size {args.batch_size}")
@@ -610,6 +708,9 @@ def setup(args: argparse.Namespace) -> TrainRun:
         step = int(resume_state["step"])
         nonfinite_total = int(resume_state.get("nonfinite_total", 0))
         bad_pairs = int(resume_state.get("bad_pairs_skipped", 0)) if accelerator.is_main_process else 0
+        if accelerator.is_main_process:
+            logger.info("resumed from step %d (%s); %d of %d steps to go", step, resume_state["path"],
+                        max(total_steps - step, 0), total_steps)
     if ema is not None:
         ema.to(device)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -633,7 +734,8 @@ def setup(args: argparse.Namespace) -> TrainRun:
                     dataset=dataset, steps_per_epoch=steps_per_epoch, total_steps=total_steps, export_dir=export_dir,
                     step=step, nonfinite_total=nonfinite_total, bad_pairs=bad_pairs,
                     last_saved=step if resume_state is not None else -1, writer=writer, bar=bar,
-                    t_last=time.perf_counter())
+                    t_last=time.perf_counter(), resumed_from=step if resume_state is not None else None,
+                    data=data)
 
 
 # --------------------------------------------------------------------------------------- one step
@@ -687,9 +789,15 @@ def train_step(parts: StepParts, micro_batches: Iterable[dict], step: int) -> St
 
 # ------------------------------------------------------------------------------------------- loop
 def _micro_batches(run: TrainRun, batches: Iterator[dict]) -> Iterator[dict]:
-    """The step's micro-batches from the DataLoader as model inputs; counts --skip_bad replacements."""
+    """The step's micro-batches from the DataLoader as model inputs. A pair that failed to load stops the
+    run naming it, or with --skip_bad is named in a warning and counted."""
     for _ in range(run.parts.accum):
         batch = next(batches)
+        bad = bad_pairs_in(batch)
+        if bad and not run.args.skip_bad:
+            raise bad_pair_error(bad, run.args.check_images)
+        for problem in bad:
+            logger.warning("skipped a pair that fails to load (--skip_bad): %s", problem)
         if "skipped" in batch:
             run.bad_pairs += int(batch["skipped"].sum())
         inputs = to_model_inputs(batch, run.frozen, run.args, run.accelerator.device)
@@ -780,8 +888,14 @@ def export(run: TrainRun) -> Path:
         ema = run.parts.ema
         if ema is not None:
             ema.copy_to(run.raw_model.parameters())
-        summary = {"steps": run.step, "nonfinite_total": run.nonfinite_total, "bad_pairs_skipped": skipped,
-                   "num_processes": accelerator.num_processes, "rank_weight_digests": digests, "ema": ema is not None}
+        data = run.data or TrainingData(None, 0, 0)
+        summary = {"steps": run.step, "resumed_from_step": run.resumed_from, "nonfinite_total": run.nonfinite_total,
+                   "bad_pairs_skipped": skipped, "entries_validated": data.total,
+                   "invalid_entries_dropped": data.dropped, "training_pairs": len(run.dataset),
+                   "num_processes": accelerator.num_processes, "rank_weight_digests": digests, "ema": ema is not None,
+                   "export_dir": str(run.export_dir.resolve()),
+                   "checkpoint": str(ckpt.resolve_checkpoint("latest", run.args.save_model_dir).resolve()),
+                   "train_save_dir": str(Path(run.args.train_save_dir).resolve())}
         export_pipeline(run.raw_model, run.args, run.export_dir, summary)
         run.writer.close()
         logger.info("exported %s (%d non-finite steps skipped, %d bad pairs replaced)", run.export_dir,
@@ -789,6 +903,24 @@ def export(run: TrainRun) -> Path:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run.export_dir
+
+
+def summary_text(summary: dict) -> str:
+    """The lines train.py ends with: what the run did and where everything is, with full paths."""
+    resumed = summary.get("resumed_from_step")
+    model = summary["export_dir"]
+    return "\n".join([
+        f"training done: {summary['steps']} steps" + (f" (resumed from step {resumed})" if resumed is not None
+                                                      else ""),
+        f"  exported model:   {model}",
+        f"  run summary:      {Path(model) / SUMMARY_FILE}",
+        f"  last checkpoint:  {summary['checkpoint']}",
+        f"  logs and strips:  {summary['train_save_dir']} (tensorboard --logdir "
+        f"{Path(summary['train_save_dir']) / 'tensorboard'})",
+        f"  data: {summary['training_pairs']} pairs; {summary['invalid_entries_dropped']} of "
+        f"{summary['entries_validated']} entries dropped by validation, {summary['bad_pairs_skipped']} pairs "
+        f"skipped mid-run, {summary['nonfinite_total']} steps skipped for a non-finite loss",
+    ])
 
 
 def train(args: argparse.Namespace) -> Optional[Path]:

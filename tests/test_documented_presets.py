@@ -1,0 +1,71 @@
+"""The inference and evaluation presets run exactly as their headers document, after `make demo`
+(issue 9, item 3; the training presets are tested in test_train_cli_presets.py).
+
+A scratch folder stands in for a fresh clone: it links the repository's configs/ and demo_img/,
+the demo writes runs/demo/ there, and each documented command runs from it unchanged."""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+from repo_scripts import REPO
+
+
+def documented_commands(preset: str) -> list[list[str]]:
+    """The `python ...` lines of a preset's header comment (continuation lines joined)."""
+    header = []
+    for line in (REPO / "configs" / preset).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line.lstrip("#").strip())
+    text = re.sub(r"\\\s*\n\s*", " ", "\n".join(header))
+    return [shlex.split(line.split("  #")[0])[1:] for line in text.splitlines() if line.startswith("python ")]
+
+
+def run(args: list[str], cwd) -> subprocess.CompletedProcess:
+    script, rest = args[0], args[1:]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(REPO / script), *rest], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory):
+    work = tmp_path_factory.mktemp("clone")
+    for name in ("configs", "demo_img"):
+        (work / name).symlink_to(REPO / name)
+    proc = run(["scripts/demo.py", "--out", "runs/demo", "--train_steps", "2", "--num_pairs", "8"], work)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return work
+
+
+def test_infer_tiny_runs_as_documented(clone):
+    (command,) = documented_commands("infer_tiny.yaml")
+    proc = run(command, clone)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    edits = list((clone / "runs/demo/test_tiny").glob("*_awe_chelsea.*"))
+    assert len(edits) == 1 and (clone / "runs/demo/test_tiny/summary.csv").is_file()
+
+
+def test_eval_tiny_runs_as_documented(clone):
+    commands = documented_commands("eval_tiny.yaml")
+    assert [c[0] for c in commands] == ["scripts/make_toy_emoset.py", "scripts/make_test_split.py",
+                                        "scripts/evaluate.py"]
+    for command in commands:
+        proc = run(command, clone)
+        assert proc.returncode == 0, (command, proc.stderr[-4000:])
+    out = next(p for p in (clone / "runs/demo").rglob("report.json"))
+    report = json.loads(out.read_text())
+    assert report["num_jobs"] == 112 and set(report["methods"]) == {"ours", "wo_P", "identity"}
+    assert all(m["failed"] == 0 for m in report["methods"].values())
+
+
+def test_presets_without_make_demo_say_to_run_it(tmp_path):
+    (tmp_path / "configs").symlink_to(REPO / "configs")
+    for preset in ("infer_tiny.yaml", "eval_tiny.yaml"):
+        proc = run(documented_commands(preset)[-1], tmp_path)
+        assert proc.returncode == 2 and "make demo" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

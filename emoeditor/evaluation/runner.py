@@ -38,10 +38,22 @@ from emoeditor.editing.critic import SOURCE_INDEX, CriticResult, replay
 from emoeditor.editors.discovery import parse_methods
 from emoeditor.editors.registry import MethodContext, MethodSpec
 from emoeditor.errors import EmoEditorError, ImageLoadError, SplitError
+from emoeditor.evaluation.reporting import (
+    METRICS,
+    example_grid,
+    per_emotion,
+    plot_bars,
+    plot_iteration_curves,
+    table_rows,
+    write_csv,
+    write_table,
+)
 from emoeditor.evaluation.split import Job, build_jobs, folder_sources, load_split, subset_sources
-from emoeditor.fileio import atomic_write, atomic_write_text, plain, sha256sum
+from emoeditor.fileio import atomic_write, atomic_write_text, check_writable, plain, sha256sum
 from emoeditor.imageio import load_image, open_image, pil_to_tensor, save_image
 from emoeditor.logs import show_progress
+from emoeditor.models.predictor import load_predictor
+from emoeditor.scoring.metrics import compute_all
 
 
 @dataclass
@@ -358,7 +370,6 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def _score_batch(predictor, items: list[tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]],
                  settings: EvalSettings) -> list[dict]:
-    from emoeditor.scoring.metrics import compute_all
 
     base = [it[0] for it in items]
     src = torch.stack([it[1] for it in items])
@@ -469,7 +480,6 @@ def returned_at(trace: dict, k: int) -> CriticResult:
 def iteration_curves(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store: MethodStore, predictor,
                      settings: EvalSettings, stats: MethodStats) -> list[dict]:
     """Fig. S11 rows (method, relation, k, metrics) from the kept candidates of one run."""
-    from emoeditor.evaluation.reporting import METRICS
 
     traces = {}
     for job in jobs:
@@ -567,7 +577,6 @@ def _name_bad_candidate(stats: MethodStats, job_id: str, error: str) -> None:
 
 def _example_grid(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store: MethodStore,
                   out: Path) -> Optional[Path]:
-    from emoeditor.evaluation.reporting import example_grid
 
     by_source: dict[str, list[Job]] = {}
     for job in jobs:
@@ -593,14 +602,6 @@ def _example_grid(spec: MethodSpec, jobs: Sequence[Job], sources: dict, store: M
 
 def write_report(specs: Sequence[MethodSpec], rows: list[dict], curves: list[dict], jobs: Sequence[Job],
                  sources: dict, all_stats: dict[str, MethodStats], bad_sources: dict, settings: EvalSettings) -> dict:
-    from emoeditor.evaluation.reporting import (
-        per_emotion,
-        plot_bars,
-        plot_iteration_curves,
-        table_rows,
-        write_csv,
-        write_table,
-    )
 
     out = Path(settings.out)
     labels = [s.label for s in specs]
@@ -662,9 +663,6 @@ def _merge_shard_stats(store: MethodStore, stats: MethodStats, rank: int, world:
 def run_evaluation(settings: EvalSettings) -> dict:
     """Edit, score and report every method of `settings`; returns the report (also in report.json)."""
     from accelerate import PartialState
-
-    from emoeditor.fileio import check_writable
-    from emoeditor.models.predictor import load_predictor
 
     # Everything that can be wrong with the flags is checked before any work: the methods and their
     # options, the output folder, the jobs, each method's files, the predictor.

@@ -38,19 +38,27 @@ from torch import nn
 
 from emoeditor.constants import (
     EMOTION_INPUTS,
+    IP2P_HUB_ID,
     LAMBDA_EMB,
     LATENT_SCALE,
     NOISE_START_RANGE,
     NUM_TRAIN_TIMESTEPS,
+    OFFICIAL_DOWNLOADS,
     OFFICIAL_PREVIEW_EVERY,
     TEXT_SEQ_LEN,
 )
-from emoeditor.data.emopair import SkipBadItems, bad_pair_error, bad_pairs_in
-from emoeditor.data.latent_cache import target_posterior
+from emoeditor.data import latent_cache as lc
+from emoeditor.data.emopair import EmoPairDataset, SkipBadItems, bad_pair_error, bad_pairs_in, read_emopair
+from emoeditor.data.latent_cache import LatentCacheDataset, encode_batch, target_posterior
+from emoeditor.editing.loading import load_model
+from emoeditor.editing.pipeline import EmoEditorPipeline
 from emoeditor.emotions import emotion_input
 from emoeditor.errors import TrainingError
-from emoeditor.fileio import missing_path, unwritable
-from emoeditor.models.latents import sample_latents
+from emoeditor.fileio import missing_path, sha256sum, unwritable
+from emoeditor.imageio import save_image
+from emoeditor.models.components import BASE_SUBFOLDERS, load_base_components, looks_like_hub_id, sd_v1_ddim_scheduler
+from emoeditor.models.emotion_encoder import EmotionEncoder
+from emoeditor.models.latents import decode_latents, sample_latents
 from emoeditor.seeding import mix_seed
 from emoeditor.training import checkpoint as ckpt
 
@@ -186,8 +194,6 @@ def timestep_bound(mode: str, step: int, seed: int, num_train_timesteps: int) ->
 
 # ------------------------------------------------------------------------------------------- data
 def _cache_fingerprint(args) -> tuple[dict, Optional[str]]:
-    from emoeditor.data import latent_cache as lc
-    from emoeditor.fileio import sha256sum
 
     settings = lc.cache_settings(args.image_size, args.vae_input_range, args.base_model, args.cache_dtype)
     json_path = Path(args.json_path)
@@ -216,9 +222,6 @@ def _hub_unavailable(repo_id: str) -> bool:
 
 def _input_problems(args) -> list[str]:
     """One line per input the run reads that is not there, with how to get it."""
-    from emoeditor.constants import IP2P_HUB_ID, OFFICIAL_DOWNLOADS
-    from emoeditor.data import latent_cache as lc
-    from emoeditor.models.components import BASE_SUBFOLDERS, looks_like_hub_id
 
     problems = []
     base = str(args.base_model)
@@ -271,7 +274,6 @@ def check_paths(args, outputs: dict) -> None:
 
 def output_folders(args, export_dir: Path) -> dict:
     """The folders a training run writes, by flag (the latent cache only while it is still to be built)."""
-    from emoeditor.data import latent_cache as lc
 
     outputs = {"--save_model_dir": args.save_model_dir, "--train_save_dir": args.train_save_dir}
     if args.export_dir:  # else SAVE_MODEL_DIR/model, checked with it
@@ -293,8 +295,6 @@ class TrainingData(NamedTuple):
 def validate_training_data(args, progress: bool = True) -> TrainingData:
     """The annotations and images checked (and bad entries dropped with --skip_bad), unless a complete
     --latent_cache for these settings makes the images unnecessary; then its record of the validation."""
-    from emoeditor.data import latent_cache as lc
-    from emoeditor.data.emopair import read_emopair
 
     if args.latent_cache:
         settings, fp = _cache_fingerprint(args)
@@ -311,8 +311,6 @@ def validate_training_data(args, progress: bool = True) -> TrainingData:
 
 def ensure_latent_cache(args, frozen: dict, accelerator=None, data: Optional[TrainingData] = None) -> Path:
     """Build (or finish) the --latent_cache unless complete for these settings; processes split the shards."""
-    from emoeditor.data import latent_cache as lc
-    from emoeditor.data.emopair import EmoPairDataset
 
     main = accelerator is None or accelerator.is_main_process
     if data is None:
@@ -342,8 +340,6 @@ def ensure_latent_cache(args, frozen: dict, accelerator=None, data: Optional[Tra
 def build_dataset(args, accelerator, frozen: dict, data: Optional[TrainingData] = None):
     """EmoPairDataset (pairs that fail to load mid-run reported per batch), or the latent cache of it
     (built first, shards split over the processes)."""
-    from emoeditor.data.emopair import EmoPairDataset
-    from emoeditor.data.latent_cache import LatentCacheDataset
 
     if data is None:
         data = validate_training_data(args, progress=accelerator.is_main_process and not args.no_progress)
@@ -365,8 +361,6 @@ def frozen_components(base: dict, device, weight_dtype: torch.dtype) -> dict:
 def cache_latents(args) -> Path:
     """scripts/cache_latents.py: the cache `train.py --latent_cache` would build, built up front.
     Paths and annotations are checked before the VAE and text encoder are loaded."""
-    from emoeditor.data import latent_cache as lc
-    from emoeditor.models.components import load_base_components
 
     if not args.latent_cache:
         raise TrainingError("--latent_cache DIR is required: the folder to write the cache to")
@@ -383,7 +377,6 @@ def cache_latents(args) -> Path:
 
 def to_model_inputs(batch: dict, frozen: dict, args, device) -> dict:
     """A DataLoader batch (images or cached tensors) -> the float32 tensors compute_loss needs."""
-    from emoeditor.data.latent_cache import encode_batch
 
     if "target_moments" not in batch:
         batch = {**batch, **encode_batch({"source": batch["source"].to(device), "target": batch["target"].to(device),
@@ -408,9 +401,6 @@ def preview_strip(model, vae, batch: dict, inputs: dict, args, seed: int) -> tor
     The edit is one EmoEditorPipeline call (the inference edit, no iterative critic) with the
     weights being trained; from cached latents the source and target shown are VAE reconstructions.
     """
-    from emoeditor.editing.pipeline import EmoEditorPipeline
-    from emoeditor.models.components import sd_v1_ddim_scheduler
-    from emoeditor.models.latents import decode_latents
 
     device = inputs["source_latent"].device
     if "source" in batch:
@@ -467,8 +457,6 @@ def export_pipeline(model: EmoEditorDenoiser, args, export_dir: Path, summary: O
 
     Written to a temporary sibling and renamed into place, so test.py never loads a half-written
     export; training_summary.json (`summary`) goes in with it."""
-    from emoeditor.editing.pipeline import EmoEditorPipeline
-    from emoeditor.models.components import load_base_components
 
     base = load_base_components(args.base_model)  # frozen parts reloaded so they are saved in full precision
     pipe = EmoEditorPipeline(
@@ -489,14 +477,12 @@ def export_pipeline(model: EmoEditorDenoiser, args, export_dir: Path, summary: O
 # -------------------------------------------------------------------------------------------- setup
 def initial_weights(args, base: dict, embed_dim: int):
     """(UNet, emotion encoder) to train: Ip2p's UNet + a fresh encoder, or those of --init_model."""
-    from emoeditor.models.emotion_encoder import EmotionEncoder
 
     learned_null = args.cond_dropout > 0 and args.null_embedding == "learned"
     if not args.init_model:
         encoder = EmotionEncoder(hidden_dims=tuple(args.encoder_hidden), seq_len=TEXT_SEQ_LEN,
                                  embed_dim=embed_dim, learned_null=learned_null)
         return base["unet"], encoder
-    from emoeditor.editing.loading import load_model
 
     init = load_model(args.init_model, args.base_model)
     loaded = init.emotion_encoder
@@ -653,8 +639,6 @@ def setup(args: argparse.Namespace) -> TrainRun:
     from accelerate.utils import InitProcessGroupKwargs, set_seed
     from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
-
-    from emoeditor.models.components import load_base_components
 
     # 1. Checks before any work (flags, inputs, output folders, the resume checkpoint, the annotations),
     # so a mistake costs seconds, not a model load or the hours up to the first checkpoint.
@@ -848,7 +832,6 @@ def log_step(run: TrainRun, result: StepResult) -> None:
 
 def save_preview(run: TrainRun, epoch: int) -> None:
     """Rank 0: the image strip (source | edit | target) of the step's last micro-batch, to disk and TensorBoard."""
-    from emoeditor.imageio import save_image
 
     run.raw_model.eval()
     strip = preview_strip(run.raw_model, run.frozen["vae"], run.last_batch, run.last_inputs, run.args,

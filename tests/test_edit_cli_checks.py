@@ -204,10 +204,14 @@ def test_a_test_py_run_prints_no_warning_that_is_not_ours(tmp_path):
     imgs.mkdir()
     (imgs / "cat.jpg").write_bytes((REPO / test_cli.DEMO_IMAGE).read_bytes())
     huge_png(imgs / "huge.png", 10000, 10000)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONWARNINGS="default")
-    done = subprocess.run([sys.executable, "test.py", "--tiny", str(tmp_path / "tiny"), "--input_path", str(imgs),
-                           "--test_save_dir", str(tmp_path / "out"), "--num_loop", "1", "--num_inference_steps", "2",
-                           "--critic", "none"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    # -W default (not PYTHONWARNINGS): every warning of test.py's own process shows, while helper processes
+    # a library may start (torch 2.4's inductor compile workers, via bitsandbytes' import) keep their defaults
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    env.pop("PYTHONWARNINGS", None)
+    done = subprocess.run([sys.executable, "-W", "default", "test.py", "--tiny", str(tmp_path / "tiny"),
+                           "--input_path", str(imgs), "--test_save_dir", str(tmp_path / "out"), "--num_loop", "1",
+                           "--num_inference_steps", "2", "--critic", "none"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [line for line in re.split(r"[\r\n]", done.stderr) if line.strip() and "|" not in line]  # bars have |
     foreign = [line for line in lines if re.search(r"Warning\b|^warning \(|^\s+\S+\(", line)]

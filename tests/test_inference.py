@@ -200,3 +200,12 @@ def test_nonfinite_edits_are_flagged_and_scored_as_zeros():
     (r,) = run_jobs(engine(NaNBackend(), num_loop=2, ssim=0.95, keep=True), make_jobs(1))
     assert all(it["nonfinite"] for it in r.trace["iterations"])
     assert torch.isfinite(r.image).all() and (r.candidates[0][:, :4] == 0).all()
+
+
+def test_on_step_reports_every_job_iteration():
+    counts = []
+    loop = IterativeInference(FakeBackend(), brightness_predictor, CriticConfig("paper", num_loop=4), batch_size=3,
+                              ssim_backend=fixed_ssim(0.95), on_step=counts.append)
+    results = run_jobs(loop, make_jobs(5))
+    assert sum(counts) == sum(len(r.trace["iterations"]) for r in results) == 5 * 4
+    assert max(counts) == 3  # at most batch_size jobs per step

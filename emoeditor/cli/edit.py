@@ -518,18 +518,6 @@ def merge_csv(out_dir: Path, name: str, world: int, fields: Sequence[str] = SUMM
     return out_dir / name
 
 
-class _CountingInference(IterativeInference):
-    """The critic loop, reporting after each batched step how many job-iterations it ran (progress bar)."""
-
-    def __init__(self, *args, on_step: Callable[[int], None] = lambda n: None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.on_step = on_step
-
-    def _step(self, active) -> None:
-        super()._step(active)
-        self.on_step(len(active))
-
-
 def build_engine(pipe, predictor, args, device: torch.device, return_candidates: bool = False,
                  on_step: Callable[[int], None] = lambda n: None) -> IterativeInference:
     critic = CriticConfig(args.critic, num_loop=args.num_loop, ssim_low=args.ssim_low, ssim_high=args.ssim_high,
@@ -537,7 +525,7 @@ def build_engine(pipe, predictor, args, device: torch.device, return_candidates:
                           direction_probs=args.direction_probs)
     editor = EmoEditorEditor(pipe, predictor, args.emotion_input, args.num_inference_steps, tuple(args.noise_range),
                              args.guidance_scale)
-    return _CountingInference(editor, predictor.probs, critic, batch_size=args.batch_size,
+    return IterativeInference(editor, predictor.probs, critic, batch_size=args.batch_size,
                               ssim_backend=args.ssim_backend, device=device, return_candidates=return_candidates,
                               on_step=on_step)
 

@@ -70,11 +70,13 @@ class IterativeInference:
     predictor: callable (B, 3, H, W) [0, 1] -> (B, 8) probabilities (EmotionPredictor.probs).
     ssim_backend: 'torch' (batched on the device), 'skimage' (the official reference, CPU) or a
         callable (sources, images) -> (B,) for tests.
+    on_step: called after every batched step with the number of job-iterations it ran (progress bars).
     """
 
     def __init__(self, editor: Editor, predictor: Predictor, critic: CriticConfig, batch_size: int = 8,
                  ssim_backend: str | Callable = "torch", device: Optional[torch.device | str] = None,
-                 return_candidates: bool = False, pad_batches: bool = True):
+                 return_candidates: bool = False, pad_batches: bool = True,
+                 on_step: Optional[Callable[[int], None]] = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.editor = editor
@@ -85,6 +87,7 @@ class IterativeInference:
         self.device = torch.device(device if device is not None else getattr(editor, "device", "cpu"))
         self.return_candidates = return_candidates
         self.pad_batches = pad_batches
+        self.on_step = on_step
 
     def _pad(self, rows: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """Fill a partial batch up to batch_size with copies of its first row (results discarded)."""
@@ -133,6 +136,8 @@ class IterativeInference:
             if not active:
                 return
             self._step(active)
+            if self.on_step is not None:
+                self.on_step(len(active))
             still = []
             for state in active:
                 if state.critic.done:

@@ -108,6 +108,8 @@ EMOPAIR_REPORT_LINES = 50  # bad entries listed in full before "... and N more"
 # Test protocol (Sec. 4): 504 EmoSet images not in EmoPair, 63 per source class, each edited to
 # the other 7 emotions (3,528 jobs), reported on cross-valence pairs (and within-valence separately).
 TEST_SPLIT_JSON = "json/test_split.json"
+# what `make demo` (scripts/demo.py --out runs/demo) writes; the tiny presets read it
+DEMO_DIR = "runs/demo"
 TEST_PER_CLASS = 63
 TEST_SPLIT_SEED = 0
 RELATIONS = ("cross", "within")  # cross-valence (Table 1) and within-valence transfer

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
+from emoeditor.constants import DEMO_DIR
 from emoeditor.errors import EmoEditorError
 
 
@@ -58,6 +59,12 @@ def sha256sum(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 24), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def written_by_demo(path: str | Path) -> bool:
+    """Whether `path` lies in a `make demo` output folder (runs/demo/...), so its absence means "run make demo"."""
+    parts, demo = Path(path).parts, Path(DEMO_DIR).parts
+    return any(parts[i:i + len(demo)] == demo for i in range(len(parts)))
 
 
 def missing_path(path: str | Path, what: str) -> str:

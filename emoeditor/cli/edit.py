@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from emoeditor.config import HelpFormatter, parse_args
 from emoeditor.constants import (
+    DEMO_DIR,
     EMOTIONS,
     IMAGE_SIZE,
     IP2P_HUB_ID,
@@ -45,7 +46,7 @@ from emoeditor.editing.loop import IterativeInference, Job, JobResult
 from emoeditor.editors.emoeditor import EmoEditorEditor
 from emoeditor.emotions import onehot, other_emotions, parse_target, target_label
 from emoeditor.errors import EmoEditorError, ImageLoadError, MissingWeightsError
-from emoeditor.fileio import atomic_write, atomic_write_text, check_writable, missing_path
+from emoeditor.fileio import atomic_write, atomic_write_text, check_writable, missing_path, written_by_demo
 from emoeditor.imageio import OUTPUT_FORMATS, list_inputs, open_image, output_format, save_image, to_square, to_uint8
 from emoeditor.logs import add_verbosity_args, setup_logging
 from emoeditor.models.predictor import load_predictor
@@ -62,7 +63,6 @@ SUMMARY_FIELDS = ("input", "target", "seed", "output", "iterations", "returned",
                   "target_confidence", "top_class", "reason")
 REPO = Path(__file__).resolve().parents[2]
 DEMO_IMAGE = "demo_img/chelsea.jpg"  # shipped (CC0, scikit-image's data; see demo_img/README.md)
-DEMO_RUN = Path("runs/demo")  # what `make demo` writes; configs/infer_tiny.yaml uses it
 MODEL_RECORDS = ("model_index.json", "training_args.json")  # where an exported model records its training size
 TINY_MARKER = "random_weights"  # in a --tiny model's training_args.json: never trained
 
@@ -169,8 +169,8 @@ def path_error(flag: str, path: str | Path, advice: str, error: type = EmoEditor
     """'--flag PATH does not exist', how much of it does, where relative paths start, and what to do."""
     path = Path(path)
     where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
-    if not path.is_absolute() and path.parts[:2] == DEMO_RUN.parts:
-        advice = f"It is one of the files `make demo` writes into {DEMO_RUN}: run `make demo` first."
+    if written_by_demo(path):
+        advice = f"It is one of the files `make demo` writes into {DEMO_DIR}: run `make demo` first."
     return error(f"{missing_path(path, flag)}{where}. {advice}")
 
 
@@ -800,7 +800,7 @@ def report(summary: dict, critic: str, skipped_csv: Path, strips: bool, who: str
         lines.append(f"{who}{len(summary['skipped'])} input(s) skipped, {len(summary['failed'])} edit(s) not "
                      f"saved: see {skipped_csv}")
     lines += [f"{who}  edits:   {out_dir}", f"{who}  summary: {summary['summary']}",
-              f"{who}  traces:  {out_dir / 'traces'}"]
+              f"{who}  traces:  {out_dir / OUTPUT_DIRS['trace']}"]
     if strips:
-        lines.append(f"{who}  strips:  {out_dir / 'strips'}")
+        lines.append(f"{who}  strips:  {out_dir / OUTPUT_DIRS['strip']}")
     return "\n".join(lines)

@@ -96,7 +96,6 @@ register_preset("wo_Lemb", "emoeditor", {}, "w/o L_emb",
                 required=("model", "a model trained with `train.py --lambda_emb 0`"))
 register_preset("ours_official", "emoeditor", {"critic": "official"}, None)
 
-EDITOR_OPTIONS = ("emotion_input", "guidance_scale", "base_model")
 CRITIC_OPTIONS = ("critic", "num_loop", "ssim_low", "ssim_high", "confidence", "confidence_mode", "direction_probs")
 
 

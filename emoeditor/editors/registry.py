@@ -33,6 +33,7 @@ import torch
 
 from emoeditor.editors.base import Editor
 from emoeditor.errors import MethodError
+from emoeditor.fileio import missing_path, written_by_demo
 
 
 @dataclass
@@ -55,7 +56,6 @@ EDITOR_FACTORIES: dict[str, EditorFactory] = {}
 EDITOR_OPTIONS: dict[str, dict[str, Callable[[str], object]]] = {}
 # kind -> {option naming a file or folder that must exist: what it is}
 EDITOR_PATHS: dict[str, dict[str, str]] = {}
-UNIVERSAL_OPTIONS = ("paper_row",)
 
 # name -> (kind, default options, paper Table 1 row); each method's file registers its own
 PRESETS: dict[str, tuple[str, dict, Optional[str]]] = {}
@@ -129,8 +129,6 @@ class MethodSpec:
 
     def check(self, context: MethodContext) -> None:
         """The files this method's options (or the harness's defaults) name exist: checked before any work."""
-        from emoeditor.fileio import missing_path
-
         for name, what in EDITOR_PATHS.get(self.kind, {}).items():
             value = self.opts.get(name) or getattr(context, name, None)
             if value is None:
@@ -138,7 +136,7 @@ class MethodSpec:
                                   f"{self.label}:{name}=PATH")
             if not Path(value).exists():
                 demo = (" It is one of the files `make demo` writes: run `make demo` first."
-                        if _under_demo(value) else "")
+                        if written_by_demo(value) else "")
                 raise MethodError(f"{missing_path(value, f'{name} of method {self.label!r}')}; pass {what} with "
                                   f"--{name} or {self.label}:{name}=PATH.{demo}")
 
@@ -153,11 +151,6 @@ class MethodSpec:
 
 
 _LABEL = re.compile(r"^[A-Za-z0-9_.+-]+$")
-
-
-def _under_demo(path: str) -> bool:
-    parts = Path(path).parts
-    return any(parts[i:i + 2] == ("runs", "demo") for i in range(len(parts)))
 
 
 def parse_method(spec: str) -> MethodSpec:

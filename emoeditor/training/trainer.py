@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from emoeditor.constants import (
+    DEMO_DIR,
     EMOTION_INPUTS,
     IP2P_HUB_ID,
     LAMBDA_EMB,
@@ -54,7 +55,7 @@ from emoeditor.editing.loading import load_model
 from emoeditor.editing.pipeline import EmoEditorPipeline
 from emoeditor.emotions import emotion_input
 from emoeditor.errors import TrainingError
-from emoeditor.fileio import missing_path, sha256sum, unwritable
+from emoeditor.fileio import missing_path, sha256sum, unwritable, written_by_demo
 from emoeditor.imageio import save_image
 from emoeditor.models.components import BASE_SUBFOLDERS, load_base_components, looks_like_hub_id, sd_v1_ddim_scheduler
 from emoeditor.models.emotion_encoder import EmotionEncoder
@@ -204,13 +205,11 @@ def _cache_fingerprint(args) -> tuple[dict, Optional[str]]:
     return settings, fp
 
 
-DEMO_DIR = "runs/demo"  # what `make demo` (scripts/demo.py --out runs/demo) writes; the tiny presets read it
 DEMO_NOTE = "; `make demo` writes it"
 
 
 def _demo_hint(path) -> str:
-    posix = Path(path).as_posix()
-    return DEMO_NOTE if posix.startswith(f"{DEMO_DIR}/") or f"/{DEMO_DIR}/" in posix else ""
+    return DEMO_NOTE if written_by_demo(path) else ""
 
 
 def _hub_unavailable(repo_id: str) -> bool:

@@ -31,6 +31,16 @@ def tiny_predictor_dir(tmp_path_factory):
     return save_tiny_predictor(tmp_path_factory.mktemp("tiny_predictor"), seed=0)
 
 
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """test.py's inputs, per test module: a random-weight tiny model, predictor and two photos (imgs/)."""
+    from emoeditor.cli.edit import write_tiny_assets
+
+    root = tmp_path_factory.mktemp("tiny_edit")
+    write_tiny_assets(root / "model", root / "predictor", root / "imgs")
+    return root
+
+
 @pytest.fixture(scope="session")
 def toy_emopair(tmp_path_factory):
     """A 24-pair toy EmoPair at 64px in the official layout: (image root, annotation json path)."""

@@ -13,20 +13,13 @@ import torch
 from PIL import Image
 
 from emoeditor.cli import edit as test_cli  # test.py's entry point lives there
-from emoeditor.cli.edit import job_seed, shard, write_tiny_assets
+from emoeditor.cli.edit import job_seed, shard
 from emoeditor.constants import EMOTIONS
 from emoeditor.editing.critic import replay
 from emoeditor.emotions import parse_target
 from emoeditor.errors import InvalidTargetError
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_infer")
-    write_tiny_assets(root / "model", root / "predictor", root / "imgs")
-    return root
 
 
 def argv(assets, out, *extra):

@@ -10,19 +10,11 @@ import torch
 from PIL import Image
 
 from emoeditor.cli import edit as test_cli
-from emoeditor.cli.edit import write_tiny_assets
 from emoeditor.config import parse_args, run_cli
 from emoeditor.errors import EmoEditorError
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET = str(REPO / "configs" / "infer_tiny.yaml")
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("edit_checks")
-    write_tiny_assets(root / "model", root / "predictor", root / "imgs")
-    return root
 
 
 @pytest.fixture

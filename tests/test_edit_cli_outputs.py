@@ -11,17 +11,9 @@ import pytest
 from PIL import Image
 
 from emoeditor.cli import edit as test_cli
-from emoeditor.cli.edit import write_tiny_assets
 from emoeditor.errors import EmoEditorError, ImageLoadError
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("edit_outputs")
-    write_tiny_assets(root / "model", root / "predictor", root / "imgs")
-    return root
 
 
 def photo(w=96, h=80, seed=0):

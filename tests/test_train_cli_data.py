@@ -5,6 +5,7 @@ import logging
 import shutil
 
 import pytest
+from tiny_training import tiny_train_args
 
 from emoeditor.cli import train as train_cli
 from emoeditor.data.emopair import load_emopair, read_annotations, validate_entries
@@ -34,12 +35,8 @@ def cut_short(path):
 
 
 def make_args(tmp_path, tiny_base_dir, root, json_path, **overrides):
-    kw = dict(base_model=str(tiny_base_dir), json_path=str(json_path), data_root=str(root), image_size=64,
-              encoder_hidden=list(TINY_ENCODER_HIDDEN), batch_size=4, num_workers=0, cpu=True,
-              mixed_precision="no", save_model_dir=str(tmp_path / "models"), train_save_dir=str(tmp_path / "logs"),
-              no_progress=True, image_every=0, checkpoint_every=0, max_steps=1, preview_steps=2)
-    kw.update(overrides)
-    return train_cli.default_args(**kw)
+    return tiny_train_args(tmp_path, tiny_base_dir, root, json_path,
+                           **{"max_steps": 1, "preview_steps": 2, **overrides})
 
 
 def test_default_check_finds_a_jpeg_cut_short(tmp_path, pairs):

@@ -4,23 +4,16 @@ import os
 
 import pytest
 import torch
+from tiny_training import tiny_train_args
 
-from emoeditor.cli import train as train_cli
 from emoeditor.errors import EmoEditorError, MissingWeightsError
 from emoeditor.fileio import unwritable
-from emoeditor.models.tiny import TINY_ENCODER_HIDDEN
 from emoeditor.training import checkpoint as ckpt
 from emoeditor.training import trainer as training
 
 
 def make_args(tmp_path, tiny_base_dir, toy_emopair, **overrides):
-    root, json_path = toy_emopair
-    kw = dict(base_model=str(tiny_base_dir), json_path=str(json_path), data_root=str(root), image_size=64,
-              encoder_hidden=list(TINY_ENCODER_HIDDEN), batch_size=4, num_workers=0, cpu=True,
-              mixed_precision="no", save_model_dir=str(tmp_path / "models"), train_save_dir=str(tmp_path / "logs"),
-              no_progress=True, image_every=0, checkpoint_every=0, max_steps=2, preview_steps=2)
-    kw.update(overrides)
-    return train_cli.default_args(**kw)
+    return tiny_train_args(tmp_path, tiny_base_dir, *toy_emopair, **{"max_steps": 2, "preview_steps": 2, **overrides})
 
 
 

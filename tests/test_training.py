@@ -6,7 +6,7 @@ import pytest
 import torch
 from repo_scripts import REPO, load_script
 from safetensors.torch import load_file
-from tiny_training import loss_inputs, tiny_model
+from tiny_training import loss_inputs, tiny_model, tiny_train_args
 
 from emoeditor.cli import train as train_cli
 from emoeditor.constants import LATENT_SCALE
@@ -17,14 +17,8 @@ from emoeditor.training import trainer as training
 
 
 def make_args(tmp_path, tiny_base_dir, toy_emopair, name="run", **overrides):
-    root, json_path = toy_emopair
-    kw = dict(base_model=str(tiny_base_dir), json_path=str(json_path), data_root=str(root), image_size=64,
-              encoder_hidden=list(TINY_ENCODER_HIDDEN), batch_size=4, num_workers=0, cpu=True,
-              mixed_precision="no", learning_rate=1e-3, save_model_dir=str(tmp_path / name / "models"),
-              train_save_dir=str(tmp_path / name / "logs"), no_progress=True, log_every=1, image_every=0,
-              checkpoint_every=0, max_steps=2, preview_steps=4)
-    kw.update(overrides)
-    return train_cli.default_args(**kw)
+    return tiny_train_args(tmp_path / name, tiny_base_dir, *toy_emopair, **{
+        "learning_rate": 1e-3, "log_every": 1, "max_steps": 2, "preview_steps": 4, **overrides})
 
 
 def scalars(args, tag):

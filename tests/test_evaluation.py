@@ -438,6 +438,51 @@ def test_cli_tiny_emoeditor_tables_fig_s11_and_rerun(toy_split, tiny_predictor_d
         assert st["cached"] == 14 and st["scored_cached"] == 14
 
 
+@pytest.mark.parametrize("fails", ["trace", "candidate"])
+def test_a_save_failing_before_the_output_leaves_the_job_to_be_re_edited(fails, toy_split, tiny_predictor_dir,
+                                                                          tmp_path, monkeypatch):
+    """_save_job writes candidates and trace first and the output image last, since the image marks the job
+    done. When the trace (or the second candidate) of one job fails to save, that job has no output, so the
+    rerun edits it again (same seed: the same bytes as a clean run) instead of counting it done without
+    the files Fig. S11 reads."""
+    from emoeditor.editors.registry import MethodContext
+    from emoeditor.evaluation import runner
+
+    split_path, _ = toy_split
+    settings = _settings(tmp_path, split_path, tiny_predictor_dir, per_class=1, targets=["awe"])
+    jobs, root = runner.load_jobs(settings)
+    sources, bad = runner.load_sources(jobs, root, SIZE)
+    spec = parse_method("loop=test_loop:num_loop=3")
+    context = MethodContext(predictor=str(tiny_predictor_dir))
+    clean, store = MethodStore(tmp_path / "clean", "loop"), MethodStore(tmp_path / "broken", "loop")
+    assert runner.generate(spec, jobs, sources, bad, clean, settings, context).generated == len(jobs)
+    # A job whose critic loop ran at least twice, so a candidate can fail after another was written.
+    victim = next(j.job_id for j in jobs
+                  if len(json.loads(clean.trace(j.job_id).read_text())["candidate_files"]) >= 2)
+    failing = store.trace(victim) if fails == "trace" else store.candidate(victim, 1)
+
+    def boom(path):
+        if Path(path) == failing:
+            raise OSError(28, "No space left on device")
+
+    real_text, real_save = runner.atomic_write_text, runner._atomic_save
+    monkeypatch.setattr(runner, "atomic_write_text", lambda path, *a, **k: (boom(path), real_text(path, *a, **k)))
+    monkeypatch.setattr(runner, "_atomic_save", lambda image, path: (boom(path), real_save(image, path)))
+    first = runner.generate(spec, jobs, sources, bad, store, settings, context)
+    assert (first.generated, first.failed) == (len(jobs) - 1, 1)
+    assert first.errors[0]["job_id"] == victim and first.errors[0]["stage"] == "save"
+    assert not store.image(victim).exists() and not failing.exists()
+    monkeypatch.undo()
+
+    rerun = runner.generate(spec, jobs, sources, bad, store, settings, context)
+    assert (rerun.generated, rerun.cached, rerun.failed) == (1, len(jobs) - 1, 0)  # the victim, edited again
+    assert not store.error(victim).exists()
+    files = json.loads(clean.trace(victim).read_text())["candidate_files"]
+    for rel in [f"images/{victim}.png", f"traces/{victim}.json", *files]:
+        assert (store.root / rel).read_bytes() == (clean.root / rel).read_bytes(), rel
+    assert runner.generate(spec, jobs, sources, bad, store, settings, context).cached == len(jobs)
+
+
 def test_sharded_generation_matches_one_process(toy_split, tmp_path):
     """Two accelerate ranks each edit every other missing job; together they write what one process writes."""
     from emoeditor.editors.registry import MethodContext

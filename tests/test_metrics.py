@@ -96,6 +96,45 @@ def test_ess_hand_values():
     assert metrics.ess(blue, blank, grayscale=False).item() == pytest.approx(255 * 16 / n)
 
 
+# A 3x3 Sobel step of height v has L1 gradient 4v, so with the paper's Canny(200, 500) a grey step
+# starts to count as an edge between v = 120 (480) and v = 130 (520); Canny(100, 200) would already
+# mark a 0 -> 100 step. These pin the thresholds: changing CANNY_THRESHOLDS breaks them.
+
+@pytest.mark.parametrize("grayscale", [True, False])
+def test_canny_default_thresholds_ignore_a_mid_contrast_step(grayscale):
+    column7 = torch.zeros(16, 16, dtype=torch.uint8)
+    column7[:, 7] = 255
+    for v in (60, 100, 120):
+        mid = _step(8, (v, v, v))
+        assert not metrics.canny_edges(mid, grayscale=grayscale).any(), v
+        assert torch.equal(metrics.canny_edges(mid, (100, 200), grayscale)[0], column7), v
+    assert torch.equal(metrics.canny_edges(_step(8, (130, 130, 130)), grayscale=grayscale)[0], column7)
+
+
+def test_canny_low_threshold_200_decides_hysteresis():
+    """Top half a strong 0 -> 255 step; the bottom half continues it with a weak step of v.
+
+    Gradient 4v above the low threshold 200 (v = 60) is followed from the strong edge; below it
+    (v = 45, gradient 180) it is not.
+    """
+    def mixed(v):
+        img = _step(8)
+        img[0, :, 8:, 8:] = v
+        return img
+
+    assert metrics.canny_edges(mixed(60))[0, 10:, 7].eq(255).all()
+    assert not metrics.canny_edges(mixed(45))[0, 10:].any()
+
+
+@pytest.mark.parametrize("grayscale", [True, False])
+def test_ess_default_thresholds_on_a_mid_contrast_source(grayscale):
+    blank = torch.zeros(1, 3, 16, 16, dtype=torch.uint8)
+    mid = _step(8, (100, 100, 100))
+    assert metrics.ess(mid, blank, grayscale=grayscale).item() == 0.0
+    assert metrics.ess(mid, blank, (100, 200), grayscale).item() == pytest.approx(255 * 16 / 256)
+    assert metrics.ess(_step(8), blank, grayscale=grayscale).item() == pytest.approx(255 * 16 / 256)
+
+
 def test_esmi_parts_by_hand():
     kl_src = torch.tensor([math.log(4), math.log(4), 1.0], dtype=torch.float64)
     kl_out = torch.tensor([math.log(2), math.log(8), 1.0], dtype=torch.float64)

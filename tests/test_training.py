@@ -231,6 +231,12 @@ def test_resume_is_bit_exact(tmp_path, tiny_base_dir, toy_emopair):
     stopped = make_args(tmp_path, tiny_base_dir, toy_emopair, "stopped", stop_at_step=3, **common)
     assert training.train(stopped) is None
     assert not (tmp_path / "stopped" / "models" / "model").exists()
+    # No global RNG state is saved (every draw comes from a per-step generator); an older checkpoint's
+    # "rng" entry is ignored on resume, whatever it holds.
+    state_file = ckpt.list_checkpoints(ckpt.checkpoint_root(stopped.save_model_dir))[-1] / ckpt.STATE_FILE
+    old_style = torch.load(state_file, weights_only=True)
+    assert "rng" not in old_style
+    torch.save({**old_style, "rng": {"torch": torch.zeros(3, dtype=torch.uint8)}}, state_file)
     resumed = make_args(tmp_path, tiny_base_dir, toy_emopair, "stopped", resume="latest", **common)
     training.train(resumed)
 

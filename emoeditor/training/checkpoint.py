@@ -2,7 +2,7 @@
 
 A checkpoint is a folder ``<save_model_dir>/checkpoints/step_XXXXXXXX/`` holding
 ``model.safetensors`` (the trainable weights), ``training_state.pt`` (optimizer, LR schedule,
-EMA, RNG states, data position and the args the run was started with; tensors and primitive
+EMA, data position and the args the run was started with; tensors and primitive
 containers only, so ``torch.load(weights_only=True)`` reads it) and ``args.json`` (the same
 args, human-readable). The folder is written under a temporary name and renamed, and the
 ``latest`` pointer is replaced atomically, so a run killed mid-save leaves the previous

@@ -145,19 +145,6 @@ def rank_micro_batches(perm: torch.Tensor, step_in_epoch: int, batch_size: int, 
     return [chunk[(a * world + rank) * micro:(a * world + rank + 1) * micro] for a in range(accum)]
 
 
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 # ---------------------------------------------------------------------------- training timesteps
 def official_timestep_bound(step: int, preview_T: Callable[[int], int], every: int = OFFICIAL_PREVIEW_EVERY,
                             num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> int:
@@ -613,7 +600,10 @@ def _load_resume(args) -> tuple[Optional[dict], Optional[dict]]:
 
 
 def _restore(state: dict, args, steps_per_epoch: int, num_items: int, optimizer, lr_scheduler, ema) -> None:
-    """Optimizer, LR schedule, EMA and RNG from a checkpoint, after checking the data position still holds."""
+    """Optimizer, LR schedule and EMA from a checkpoint, after checking the data position still holds.
+
+    No global RNG state is restored: every draw of a step comes from its own seeded generator. Checkpoints
+    written before this was dropped still carry an "rng" entry, which is ignored."""
     optimizer.load_state_dict(state["optimizer"])
     lr_scheduler.load_state_dict(state["lr_scheduler"])
     if ema is not None:
@@ -629,7 +619,6 @@ def _restore(state: dict, args, steps_per_epoch: int, num_items: int, optimizer,
     if saved_seed != args.random_seed:  # the seed fixes every epoch's data order
         raise TrainingError(f"--resume: the checkpoint was trained with --random_seed {saved_seed}, "
                             f"now {args.random_seed}; the data position cannot be restored. Use the checkpoint's seed")
-    set_rng_state(state["rng"])
 
 
 def setup(args: argparse.Namespace) -> TrainRun:
@@ -842,12 +831,12 @@ def save_preview(run: TrainRun, epoch: int) -> None:
 
 
 def write_checkpoint(run: TrainRun) -> None:
-    """The run at its current step (weights, optimizer, schedule, EMA, RNG, data position, flags), atomically."""
+    """The run at its current step (weights, optimizer, schedule, EMA, data position, flags), atomically."""
     skipped = bad_pairs_total(run)
     if run.accelerator.is_main_process:
         parts = run.parts
         state = {"optimizer": parts.optimizer.state_dict(), "lr_scheduler": parts.lr_scheduler.state_dict(),
-                 "rng": rng_state(), "step": run.step, "epoch": run.step // run.steps_per_epoch,
+                 "step": run.step, "epoch": run.step // run.steps_per_epoch,
                  "batch_in_epoch": run.step % run.steps_per_epoch, "steps_per_epoch": run.steps_per_epoch,
                  "num_items": len(run.dataset), "nonfinite_total": run.nonfinite_total, "bad_pairs_skipped": skipped}
         if parts.ema is not None:

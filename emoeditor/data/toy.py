@@ -26,19 +26,43 @@ TOY_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "
               "retina", "stereo_motorcycle", "colorwheel", "camera", "coins", "moon", "clock", "grass",
               "gravel", "brick")
 JPEG_QUALITY = 95
-SOURCE_EDIT_STRENGTH = 0.35  # sources lean slightly toward their labelled emotion
+SOURCE_STRENGTH = (0.28, 0.42)  # sources lean slightly toward their labelled emotion (uniform strength)
+TARGET_STRENGTH = (0.8, 1.2)
 
-# Per-emotion global edit at strength 1: brightness shift, contrast and saturation factors,
-# RGB tint added, gamma (< 1 brightens) and vignette strength.
+# The eight emotion styles: global edits with an emotional reading, distinct enough that a ResNet18
+# tells them apart at 64 px and a tiny diffusion model learns to apply them (the miniature world,
+# scripts/build_mini_world.py). At strength 1: brightness shift, contrast and saturation factors,
+# RGB tint added, gamma (< 1 brightens), vignette strength, and a colour cast (hue in [0, 1),
+# value, mix weight; saturation 0.9) blended in last. README "The miniature world" has this table in words.
 EMOTION_EDITS = {
-    "amusement":   dict(bright=0.08, contrast=1.05, sat=1.40, tint=(0.06, 0.03, -0.04), gamma=0.90, vignette=0.0),
-    "anger":       dict(bright=-0.05, contrast=1.45, sat=1.25, tint=(0.14, -0.04, -0.07), gamma=1.05, vignette=0.25),
-    "awe":         dict(bright=0.12, contrast=1.10, sat=1.10, tint=(0.01, 0.03, 0.07), gamma=0.80, vignette=0.0),
-    "contentment": dict(bright=0.04, contrast=0.90, sat=1.10, tint=(0.05, 0.03, -0.02), gamma=0.95, vignette=0.0),
-    "disgust":     dict(bright=-0.03, contrast=0.90, sat=0.50, tint=(-0.03, 0.07, -0.05), gamma=1.05, vignette=0.15),
-    "excitement":  dict(bright=0.05, contrast=1.25, sat=1.60, tint=(0.05, 0.02, -0.03), gamma=0.90, vignette=0.0),
-    "fear":        dict(bright=-0.15, contrast=1.20, sat=0.60, tint=(-0.05, 0.0, 0.08), gamma=1.30, vignette=0.45),
-    "sadness":     dict(bright=-0.12, contrast=0.85, sat=0.35, tint=(-0.04, 0.0, 0.05), gamma=1.30, vignette=0.20),
+    "amusement":   dict(bright=0.08, contrast=1.05, sat=1.50, tint=(0.06, 0.0, 0.03), gamma=0.85, vignette=0.0,
+                        cast=(0.90, 0.9, 0.25)),
+    "anger":       dict(bright=-0.06, contrast=1.50, sat=1.30, tint=(0.14, -0.04, -0.07), gamma=1.10, vignette=0.30,
+                        cast=(0.00, 0.8, 0.35)),
+    "awe":         dict(bright=0.10, contrast=1.10, sat=1.10, tint=(-0.02, 0.03, 0.08), gamma=0.75, vignette=0.0,
+                        cast=(0.55, 0.95, 0.25)),
+    "contentment": dict(bright=0.05, contrast=0.80, sat=1.00, tint=(0.05, 0.03, -0.03), gamma=0.90, vignette=0.0,
+                        cast=(0.11, 0.9, 0.30)),
+    "disgust":     dict(bright=-0.03, contrast=0.90, sat=0.50, tint=(-0.03, 0.07, -0.05), gamma=1.05, vignette=0.15,
+                        cast=(0.22, 0.7, 0.35)),
+    "excitement":  dict(bright=0.04, contrast=1.35, sat=1.80, tint=(0.05, 0.03, -0.05), gamma=0.90, vignette=0.0,
+                        cast=(0.14, 0.95, 0.20)),
+    "fear":        dict(bright=-0.15, contrast=1.20, sat=0.60, tint=(-0.05, 0.0, 0.08), gamma=1.30, vignette=0.50,
+                        cast=(0.66, 0.45, 0.30)),
+    "sadness":     dict(bright=-0.14, contrast=0.75, sat=0.25, tint=(-0.04, 0.0, 0.05), gamma=1.25, vignette=0.10,
+                        cast=(0.60, 0.4, 0.25)),
+}
+
+# How each style reads, for the docs (README and mini_world/README.md render this table).
+STYLE_LOOKS = {
+    "amusement": "bright, saturated, pink",
+    "anger": "harsh contrast, red, dark edges",
+    "awe": "bright, airy sky blue",
+    "contentment": "soft, low-contrast golden light",
+    "disgust": "washed-out, sickly yellow-green",
+    "excitement": "vivid, high-contrast yellow-orange",
+    "fear": "dark, cold blue, heavy vignette",
+    "sadness": "dim, grey, drained of colour",
 }
 
 PROMPTS = {
@@ -86,7 +110,7 @@ def random_crop(photo: np.ndarray, size: int, rng: np.random.Generator) -> np.nd
 
 
 def emotion_edit(image: np.ndarray, emotion: str, strength: float = 1.0) -> np.ndarray:
-    """Apply `emotion`'s global colour/brightness edit to a float RGB image in [0, 1]."""
+    """Apply `emotion`'s style (EMOTION_EDITS) at `strength` to a float RGB image in [0, 1]; 0 is a no-op."""
     p = EMOTION_EDITS[emotion]
     s = float(strength)
     hsv = color.rgb2hsv(image)
@@ -100,6 +124,9 @@ def emotion_edit(image: np.ndarray, emotion: str, strength: float = 1.0) -> np.n
         h, w = out.shape[:2]
         yy, xx = np.mgrid[-1:1:h * 1j, -1:1:w * 1j]
         out = out * (1 - s * p["vignette"] * np.clip((xx ** 2 + yy ** 2) / 2, 0, 1))[..., None]
+    hue, value, weight = p["cast"]
+    mix = min(1.0, s * weight)
+    out = (1 - mix) * out + mix * color.hsv2rgb(np.array([[[hue, 0.9, value]]]))
     return np.clip(out, 0, 1)
 
 
@@ -121,13 +148,15 @@ def _save_jpeg(image: np.ndarray, path: Path) -> None:
 
 
 def write_toy_emopair(root: Union[str, Path], json_path: Union[str, Path], num_pairs: int = 48,
-                      image_size: int = 64, seed: int = 0) -> Path:
+                      image_size: int = 64, seed: int = 0,
+                      source_strength: tuple[float, float] = SOURCE_STRENGTH) -> Path:
     """Write `num_pairs` toy pairs under `root` and their annotations to `json_path`; returns json_path.
 
     Even entries are EPAS-like (``EPAS/ip2p_clip/<prompt dir>/<seed>_0.jpg`` source, ``_1.jpg``
     target, the InstructPix2Pix layout); odd ones EPGS-like (``EPGS/...``), so the official
     ``"EPGS" in img_src_path`` rule splits them. Every class appears as source and target once
-    num_pairs >= 8.
+    num_pairs >= 8. A source is its crop in its own class's style at a strength drawn from
+    `source_strength`, the target the same crop in the target's style.
     """
     if num_pairs < 1:
         raise EmoEditorError(f"num_pairs must be >= 1, got {num_pairs}")
@@ -143,8 +172,8 @@ def write_toy_emopair(root: Union[str, Path], json_path: Union[str, Path], num_p
         others = [e for e in EMOTIONS if e != source_class]
         target_class = others[int(rng.integers(len(others)))]
         base = random_crop(photos[TOY_PHOTOS[i % len(TOY_PHOTOS)]], image_size, rng)
-        source = emotion_edit(base, source_class, SOURCE_EDIT_STRENGTH * rng.uniform(0.8, 1.2))
-        target = emotion_edit(base, target_class, rng.uniform(0.8, 1.2))
+        source = emotion_edit(base, source_class, rng.uniform(*source_strength))
+        target = emotion_edit(base, target_class, rng.uniform(*TARGET_STRENGTH))
         if i % 2 == 0:
             folder = f"EPAS/ip2p_clip/{i:07d}"
             pair_seed = int(rng.integers(10 ** 8))

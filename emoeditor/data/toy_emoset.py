@@ -1,11 +1,11 @@
 """A toy EmoSet made offline from scikit-image's bundled photos, in both layouts that
 :mod:`emoeditor.data.emoset` reads.
 
-Each image is a random crop of a bundled photo with its emotion's global colour edit
-(:func:`emoeditor.data.toy.emotion_edit`, the same edits as the toy EmoPair) and a cast of a
-per-class hue, so the label is learnable from colour alone: a ResNet18 picks it up within a few
-dozen steps at 64 px, which is what the predictor-training tests and ``configs/predictor_tiny.yaml``
-need. The test split reads it too (its sources come from the ``test`` list by default, so give that
+Each image is a random crop of a bundled photo in its emotion's style
+(:func:`emoeditor.data.toy.emotion_edit`, the styles of the toy EmoPair) at a random strength, so
+the label is learnable from colour alone: a ResNet18 picks it up within a few dozen steps at 64 px,
+which is what the predictor-training tests, ``configs/predictor_tiny.yaml`` and the miniature
+world's predictor need. The test split reads it too (its sources come from the ``test`` list by default, so give that
 split images).
 
 Layouts:
@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
-from skimage import color
 
 from emoeditor.constants import EMOTIONS
 from emoeditor.data.toy import TOY_PHOTOS, _save_jpeg, emotion_edit, load_toy_photo, random_crop
@@ -35,15 +34,7 @@ LAYOUTS = ("release", "folders")
 # EmoSet's own label order (its info.json), which differs from EmoEditor's: loaders map by name.
 EMOSET_LABEL2IDX = {"amusement": 0, "awe": 1, "contentment": 2, "excitement": 3,
                     "anger": 4, "disgust": 5, "fear": 6, "sadness": 7}
-TOY_EDIT_STRENGTH = 1.5  # stronger than the toy EmoPair's targets
-# Warm edits (amusement, contentment, excitement) look alike, so each class also gets a cast of
-# its own hue (8 hues 45 degrees apart): the label is then learnable in a few dozen steps.
-TOY_CLASS_CAST = 0.3
-
-
-def _class_cast(image: np.ndarray, emotion: str) -> np.ndarray:
-    hue = np.array([[[EMOTIONS.index(emotion) / len(EMOTIONS), 0.9, 0.9]]])
-    return (1 - TOY_CLASS_CAST) * image + TOY_CLASS_CAST * color.hsv2rgb(hue)
+TOY_STRENGTH_RANGE = (0.7, 1.5)  # style strength per image, uniform: the toy EmoPair's targets are 0.8-1.2
 
 
 def write_toy_emoset(root: Union[str, Path], layout: str = "release",
@@ -74,8 +65,7 @@ def write_toy_emoset(root: Union[str, Path], layout: str = "release",
         for emotion in EMOTIONS:
             for _ in range(n):
                 photo = photos[int(rng.integers(len(photos)))]
-                image = emotion_edit(random_crop(photo, image_size, rng), emotion, TOY_EDIT_STRENGTH)
-                image = _class_cast(image, emotion)
+                image = emotion_edit(random_crop(photo, image_size, rng), emotion, rng.uniform(*TOY_STRENGTH_RANGE))
                 img_rel, ann_rel = paths(split, emotion)
                 _save_jpeg(image, root / img_rel)
                 if ann_rel is not None:

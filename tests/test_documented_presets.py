@@ -1,7 +1,7 @@
 """The inference and evaluation presets run exactly as their headers document, after `make demo`
 (issue 9, item 3; the training presets are tested in test_train_cli_presets.py).
 
-A scratch folder stands in for a fresh clone: it links the repository's configs/ and demo_img/,
+A scratch folder stands in for a fresh clone: it links the repository's configs/, demo_img/ and mini_world/,
 the demo writes runs/demo/ there, and each documented command runs from it unchanged."""
 
 import json
@@ -36,7 +36,7 @@ def run(args: list[str], cwd) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory):
     work = tmp_path_factory.mktemp("clone")
-    for name in ("configs", "demo_img"):
+    for name in ("configs", "demo_img", "mini_world"):
         (work / name).symlink_to(REPO / name)
     proc = run(["scripts/demo.py", "--out", "runs/demo", "--train_steps", "2", "--num_pairs", "8"], work)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -56,9 +56,10 @@ def test_the_demo_prints_no_warning_that_is_not_ours(demo):
 def test_test_py_on_the_demo_model_prints_no_warning_that_is_not_ours(demo, tmp_path, verbosity):
     out, _ = demo
     image = out / "demo_img" / "chelsea.png"
-    proc = run(["test.py", "--model_dir", out / "model", "--predictor_path", out / "emo_predictor", "--input_path",
-                image, "--test_save_dir", tmp_path / "out", "--num_loop", "1", "--num_inference_steps", "2",
-                "--image_size", "64", "--device", "cpu", *([verbosity] if verbosity else [])])
+    proc = run(["test.py", "--model_dir", out / "model", "--predictor_path", REPO / "mini_world" / "emo_predictor",
+                "--input_path", image, "--test_save_dir", tmp_path / "out", "--num_loop", "1",
+                "--num_inference_steps", "2", "--image_size", "64", "--device", "cpu",
+                *([verbosity] if verbosity else [])])
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert not_ours(proc.stderr) == []
     if verbosity == "--quiet":  # warnings and errors only: no bars, no info lines

@@ -95,12 +95,19 @@ def _vocab_size() -> int:
     return 2 * 256 + 2
 
 
-def save_tiny_tokenizer(folder: str | Path):
-    """A character-level CLIP BPE tokenizer (full byte vocab, no merges) written as vocab/merges files."""
+def write_tiny_vocab(folder: str | Path) -> None:
+    """vocab.json + merges.txt of the tiny tokenizer: transformers 4's CLIPTokenizer reads only these,
+    and transformers 5's save_pretrained writes only tokenizer.json."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(_vocab()))
     (folder / "merges.txt").write_text("#version: 0.2\n")
+
+
+def save_tiny_tokenizer(folder: str | Path):
+    """A character-level CLIP BPE tokenizer (full byte vocab, no merges) written as vocab/merges files."""
+    folder = Path(folder)
+    write_tiny_vocab(folder)
     # from_pretrained reads vocab.json/merges.txt in both transformers 4 and 5 (their __init__ differ).
     tok = CLIPTokenizer.from_pretrained(folder, model_max_length=TEXT_SEQ_LEN)
     tok.save_pretrained(folder)

@@ -17,6 +17,8 @@ from emoeditor.config import parse_args, run_cli
 
 TRAIN_PRESETS = ("tiny.yaml", "paper.yaml", "official.yaml")
 PREDICTOR_PRESETS = ("predictor_paper.yaml", "predictor_tiny.yaml")
+# scripts/build_mini_world.py's presets: it passes their data and output paths itself (tests/test_mini_world.py)
+MINI_WORLD_PRESETS = ("mini.yaml", "predictor_mini.yaml")
 
 
 def cli_error(main, argv, capsys) -> str:
@@ -29,10 +31,10 @@ def cli_error(main, argv, capsys) -> str:
 
 
 @pytest.fixture
-def demo_clone(tmp_path, tiny_base_dir, toy_emopair):
-    """A fresh clone after `make demo`'s first steps: the tiny base model and the toy EmoPair under runs/demo."""
+def demo_clone(tmp_path, toy_emopair):
+    """A fresh clone after `make demo`'s first step: the shipped mini_world/ and the toy EmoPair under runs/demo."""
     demo = tmp_path / "runs" / "demo"
-    shutil.copytree(tiny_base_dir, demo / "base_ip2p")
+    (tmp_path / "mini_world").symlink_to(REPO / "mini_world")
     root, json_path = toy_emopair
     shutil.copytree(root, demo / "EmoPair")
     (demo / "json").mkdir()
@@ -43,7 +45,7 @@ def demo_clone(tmp_path, tiny_base_dir, toy_emopair):
 def test_every_training_preset_is_tested_here():
     """A new preset must be added here; infer_*.yaml and eval_*.yaml are test.py's and evaluate.py's."""
     shipped = {p.name for p in (REPO / "configs").glob("*.yaml") if not p.name.startswith(("infer_", "eval_"))}
-    assert shipped == set(TRAIN_PRESETS) | set(PREDICTOR_PRESETS)
+    assert shipped == set(TRAIN_PRESETS) | set(PREDICTOR_PRESETS) | set(MINI_WORLD_PRESETS)
 
 
 @pytest.mark.parametrize("preset", TRAIN_PRESETS + PREDICTOR_PRESETS)
@@ -66,8 +68,8 @@ def test_tiny_preset_says_to_run_make_demo_and_names_its_paths():
     header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
     assert "make demo" in header and "python train.py --config configs/tiny.yaml" in header
     args = parse_args(_train_parser(), ["--config", str(REPO / "configs" / "tiny.yaml")])
-    assert (args.base_model, args.data_root, args.json_path) == (
-        "runs/demo/base_ip2p", "runs/demo/EmoPair", "runs/demo/json/data_EmoPair.json")
+    assert (args.base_model, args.init_model, args.data_root, args.json_path) == (
+        "mini_world/model", "mini_world/model", "runs/demo/EmoPair", "runs/demo/json/data_EmoPair.json")
 
 
 def test_tiny_preset_runs_as_documented_after_make_demo(demo_clone):
@@ -85,9 +87,9 @@ def test_tiny_preset_without_make_demo_says_to_run_it(tmp_path, monkeypatch, cap
     from emoeditor.cli.train import main
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "mini_world").symlink_to(REPO / "mini_world")  # shipped with the repository; runs/demo is not
     err = cli_error(main, ["--config", str(REPO / "configs" / "tiny.yaml")], capsys)
-    for flag, path in (("--base_model", "runs/demo/base_ip2p"), ("--json_path", "runs/demo/json/data_EmoPair.json"),
-                       ("--data_root", "runs/demo/EmoPair")):
+    for flag, path in (("--json_path", "runs/demo/json/data_EmoPair.json"), ("--data_root", "runs/demo/EmoPair")):
         assert f"{flag} {path} does not exist" in err, err
     assert "Run `make demo` first" in err
     assert "huggingface-cli download" not in err  # not the full model's advice for the tiny path

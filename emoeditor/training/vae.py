@@ -139,10 +139,6 @@ def lr_factor(step: int, steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
 
 
-def _settings(**kwargs) -> dict:
-    return plain(kwargs)
-
-
 def _prepare_out_dir(out: Path) -> None:
     """A folder with anything but our own files in it is not ours to replace."""
     if out.exists() and not out.is_dir():
@@ -163,8 +159,8 @@ def train_tiny_vae(out_dir: str | Path, steps: int = 1500, batch_size: int = 16,
     If `out_dir` already holds a finished VAE its stored summary is returned without training.
     """
     out = Path(out_dir)
-    settings = _settings(steps=steps, batch_size=batch_size, lr=lr, seed=seed, image_size=image_size,
-                         kl_weight=kl_weight, photos=list(photos))
+    settings = plain(dict(steps=steps, batch_size=batch_size, lr=lr, seed=seed, image_size=image_size,
+                          kl_weight=kl_weight, photos=list(photos)))
     if finished(out):
         summary = json.loads((out / SUMMARY_FILE).read_text())
         changed = {k: (summary.get("settings", {}).get(k), v) for k, v in settings.items()
@@ -192,10 +188,10 @@ def train_tiny_vae(out_dir: str | Path, steps: int = 1500, batch_size: int = 16,
     vae.train()
     bar = tqdm(range(steps), desc="tiny VAE", leave=False, disable=not (progress and show_progress()))
     for step in bar:
-        batch = make_batch(images, batch_size, image_size, rng)
-        dist = vae.encode(vae_input(batch)).latent_dist
+        x = vae_input(make_batch(images, batch_size, image_size, rng))
+        dist = vae.encode(x).latent_dist
         decoded = vae.decode(dist.sample(generator=generator(seed, "vae-posterior", step))).sample
-        l1 = F.l1_loss(decoded, vae_input(batch))
+        l1 = F.l1_loss(decoded, x)
         kl = dist.kl().mean()
         loss = l1 + kl_weight * kl
         if not torch.isfinite(loss):

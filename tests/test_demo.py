@@ -38,7 +38,7 @@ def test_demo_trains_edits_and_writes_trace(tmp_path):
     assert 1 <= len(trace["iterations"]) <= trace["thresholds"]["num_loop"]
     for it in trace["iterations"]:
         assert abs(sum(it["probs"]) - 1) < 1e-4 and 700 <= it["start_timestep"] <= 980
-    # a real edit: the returned image is more "sadness" to P than the photo was (measured: 0.009 -> 0.905)
+    # a real edit: the returned image is more "sadness" to P than the photo was (measured: 0.009 -> 0.943)
     sadness = EMOTIONS.index("sadness")
     returned = trace["iterations"][trace["returned"]]["probs"]
     assert returned[sadness] > trace["source_probs"][sadness] + 0.2, (trace["source_probs"], returned)

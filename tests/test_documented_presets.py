@@ -14,6 +14,8 @@ import sys
 import pytest
 from repo_scripts import REPO
 
+from emoeditor.editors.registry import TABLE1_METHODS
+
 
 def documented_commands(preset: str) -> list[list[str]]:
     """The `python ...` lines of a preset's header comment (continuation lines joined)."""
@@ -54,14 +56,17 @@ def test_infer_tiny_runs_as_documented(clone):
 def test_eval_tiny_runs_as_documented(clone):
     commands = documented_commands("eval_tiny.yaml")
     assert [c[0] for c in commands] == ["scripts/make_toy_emoset.py", "scripts/make_test_split.py",
-                                        "scripts/evaluate.py"]
+                                        "scripts/evaluate.py", "train.py", "scripts/evaluate.py"]
     for command in commands:
         proc = run(command, clone)
         assert proc.returncode == 0, (command, proc.stderr[-4000:])
-    out = next(p for p in (clone / "runs/demo").rglob("report.json"))
-    report = json.loads(out.read_text())
+    report = json.loads((clone / "runs/demo/eval/report.json").read_text())
     assert report["num_jobs"] == 112 and set(report["methods"]) == {"ours", "wo_P", "identity"}
     assert all(m["failed"] == 0 for m in report["methods"].values())
+    # the whole of Table 1: the five baselines on tiny weights, w/o P, w/o L_emb, Ours
+    report = json.loads((clone / "runs/demo/eval_all/report.json").read_text())
+    assert report["num_jobs"] == 56 and list(report["methods"]) == list(TABLE1_METHODS)
+    assert all(m["failed"] == 0 and m["generated"] == 56 for m in report["methods"].values()), report["methods"]
 
 
 def test_presets_without_make_demo_say_to_run_it(tmp_path):

@@ -10,6 +10,7 @@ from tiny_training import loss_inputs, tiny_model, tiny_train_args
 
 from emoeditor.cli import train as train_cli
 from emoeditor.constants import LATENT_SCALE
+from emoeditor.errors import TrainingError
 from emoeditor.models.components import sd_v1_ddim_scheduler
 from emoeditor.models.tiny import TINY_ENCODER_HIDDEN
 from emoeditor.training import checkpoint as ckpt
@@ -57,6 +58,42 @@ def test_compute_loss_equals_independent_computation():
     torch.testing.assert_close(terms.l_emb, l_emb, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(terms.loss, l_noise + 0.5 * l_emb, rtol=1e-5, atol=1e-6)
     assert 0.5 < float(l_emb) < 1.5  # random e and c are near-orthogonal
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_prediction_type_and_noise_offset_by_hand(prediction_type):
+    """v prediction's target is sqrt(abar) eps - sqrt(1 - abar) z0 of the noise actually used, and the offset
+    noise is a per-image, per-channel constant drawn after the other draws (so offset 0 draws nothing more)."""
+    model, x = tiny_model(), loss_inputs()
+    sched = training.training_scheduler(sd_v1_ddim_scheduler(), prediction_type)
+    assert sched.config.prediction_type == prediction_type
+    terms = training.compute_loss(model, sched, **x, generator=torch.Generator().manual_seed(5), lambda_emb=0.0,
+                                  noise_offset=0.3)
+    g = torch.Generator().manual_seed(5)
+    mean, logvar = x["target_moments"].chunk(2, dim=1)
+    z0 = (mean + torch.exp(0.5 * logvar.clamp(-30.0, 20.0)) * torch.randn(mean.shape, generator=g)) * LATENT_SCALE
+    noise = torch.randn(z0.shape, generator=g)
+    t = torch.randint(0, 1000, (3,), generator=g)
+    noise = noise + 0.3 * torch.randn(3, 4, 1, 1, generator=g)
+    abar = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+    zt = abar.sqrt() * z0 + (1 - abar).sqrt() * noise
+    target = noise if prediction_type == "epsilon" else abar.sqrt() * noise - (1 - abar).sqrt() * z0
+    with torch.no_grad():
+        e = model.emotion_encoder(x["emotion"])
+        pred = model.unet(torch.cat([zt, x["source_latent"]], 1), t, encoder_hidden_states=e).sample
+    torch.testing.assert_close(terms.l_noise, ((pred - target) ** 2).mean(), rtol=1e-5, atol=1e-6)
+    plain = training.compute_loss(model, sched, **x, generator=torch.Generator().manual_seed(5), lambda_emb=0.0)
+    assert not torch.equal(plain.l_noise, terms.l_noise)
+
+
+def test_fine_tuning_needs_the_init_models_prediction_type(tmp_path, tiny_base_dir, toy_emopair):
+    args = make_args(tmp_path, tiny_base_dir, toy_emopair, max_steps=1, prediction_type="v_prediction")
+    exported = training.train(args)
+    assert json.loads((exported / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == \
+        "v_prediction"  # inference reads it from the model folder
+    again = make_args(tmp_path, tiny_base_dir, toy_emopair, name="again", max_steps=1, init_model=str(exported))
+    with pytest.raises(TrainingError, match="--prediction_type v_prediction"):
+        training.train(again)
 
 
 def test_lambda_zero_removes_l_emb_from_loss_and_gradient():

@@ -1,7 +1,7 @@
 """Build the miniature world: a tiny VAE, P and EmoEditor trained on synthetic emotion styles, on CPU.
 
 examples:
-    python scripts/build_mini_world.py                        # rebuild mini_world/ (about 40 min on 2 cores)
+    python scripts/build_mini_world.py                        # rebuild mini_world/ (about 30 min on 2 cores)
     python scripts/build_mini_world.py --reduced --work /tmp/mw --out /tmp/mw/ship   # seconds: CI's check
 
 The world: eight emotion *styles* (data/toy.py EMOTION_EDITS: fear is dark, cold and vignetted,
@@ -308,7 +308,7 @@ def readme(manifest: dict) -> str:
     return f"""# The miniature world
 
 **A miniature trained on synthetic emotion styles, not the paper's model.** Everything here was
-trained on CPU by `{manifest['command']}` (about 40 minutes on 2 cores) from seed {manifest['seed']}: a
+trained on CPU by `{manifest['command']}` (about 30 minutes on 2 cores) from seed {manifest['seed']}: a
 tiny VAE, the emotion predictor P (ResNet18 at 64 px) and EmoEditor (a 0.8M-parameter UNet with the
 emotion encoder), each with the project's own training code. It exists so that `make demo`, the tests
 and the docs show real edits that move an image toward a target emotion *style* on a machine with no
@@ -339,13 +339,15 @@ Each emotion is a global image transformation with an emotional reading (`emoedi
 {rows}
 
 ## Known limits
-- The 64 px edits are blurry: the tiny VAE reconstructs at about 23 dB PSNR.
-- The editor barely uses its emotion conditioning: flipping the sign of the direction input or
-  permuting the emotion order leaves EMR unchanged (tests/test_mini_world.py's docstring). Its
-  edits drift toward a dim, drained look, and the critic, re-editing until P agrees, does most of
-  the work, which is why EmoEditor beats "w/o P" here. A likely cause: the CLIP embeddings of the
-  tiny random text encoder differ little between prompts, so L_emb pulls every emotion embedding
-  toward nearly the same vector.
+- The 64 px edits are blurry: the tiny VAE reconstructs at about {m['vae']['heldout_psnr']:.0f} dB PSNR.
+- The editor is trained with v prediction and offset noise (`configs/mini.yaml`), not the paper's
+  noise prediction: with noise prediction (and a tiny UNet whose one-channel groups made GroupNorm an
+  instance norm, erasing any uniform shift) it learned to read an image's global look from the noisy
+  latent and ignored its emotion condition (flipping or permuting the condition changed nothing).
+  Now the condition decides the look (flipping or permuting it lowers EMR, tested), but one pass
+  still often misses the target style; the critic, re-editing until P agrees, does much of the work.
+- The text side is a random tiny CLIP: L_emb aligns the emotion embeddings with embeddings that
+  carry no meaning, so the miniature says nothing about what L_emb does for the paper's model.
 
 ## Rebuilding
 `python scripts/build_mini_world.py` rebuilds this folder; with the same seed, torch version and CPU

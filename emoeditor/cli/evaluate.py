@@ -50,8 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="base seed; each job's generator is seeded from it and its id")
     g = p.add_argument_group("methods")
     g.add_argument("--methods", nargs="+", default=["ours"],
-                   help=f"[label=]name[:key=value,...] per method; names: {', '.join(available_methods())}")
+                   help=f"[label=]name[:key=value,...] per method, or all (Table 1's eight rows); names: "
+                        f"{', '.join(available_methods())}")
     g.add_argument("--model", default=None, help="EmoEditor model folder (default for emoeditor methods)")
+    g.add_argument("--wo_lemb_model", default=None,
+                   help="--methods all: the 'w/o L_emb' row's model (trained with train.py --lambda_emb 0)")
+    g.add_argument("--reference_pool", default=None,
+                   help="--methods all: CT's and NST's style references (an EmoSet folder or a JSON list)")
+    g.add_argument("--baseline_weights", choices=["pretrained", "tiny"], default="pretrained",
+                   help="--methods all: the baselines' real weights, or their tiny random ones (the tiny default)")
     g.add_argument("--predictor", default=None, help="emotion predictor P (folder or emo_predictor.pt)")
     g.add_argument("--critic", choices=CRITICS, default="paper", help="EmoEditor's critic policy")
     g.add_argument("--num_loop", type=int, default=None, help="EmoEditor's max critic iterations (default: 30)")

@@ -34,6 +34,7 @@ from emoeditor.training.trainer import (
     LR_SCHEDULERS,
     MIXED_PRECISION,
     NULL_EMBEDDINGS,
+    PREDICTION_TYPES,
     SUMMARY_FILE,
     TRAIN_TIMESTEPS,
     cache_latents,
@@ -104,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probability of replacing the emotion embedding by the null one (enables CFG)")
     g.add_argument("--null_embedding", default="learned", choices=NULL_EMBEDDINGS,
                    help="what --cond_dropout swaps in: a learned embedding or zeros")
+    g.add_argument("--prediction_type", default="epsilon", choices=PREDICTION_TYPES,
+                   help="what the UNet learns to predict: the noise (Ip2p, the paper) or v; v weights the "
+                        "high-noise steps, where the global look of an edit is decided, far more")
+    g.add_argument("--noise_offset", type=float, default=0.0,
+                   help="add this times a per-channel constant to the training noise (diffusers' option; "
+                        "0 = the paper): lets a model change an image's global colour")
     g.add_argument("--train_timesteps", default="uniform", choices=TRAIN_TIMESTEPS,
                    help="uniform: t ~ U{0..999} (paper). official: as the official train.py, whose preview edit "
                         "leaves its T ~ U{700..980} in the scheduler: step 0 draws t < 1000, later steps t < T, "

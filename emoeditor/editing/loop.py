@@ -225,5 +225,8 @@ class CriticLoop(Editor):
                     name=str(i), generator=generators[i]) for i in range(images.shape[0])]
         results = run_jobs(self.engine, jobs)
         candidates = [r.candidates for r in results] if self.engine.return_candidates else None
+        traces = [r.trace for r in results]
+        for trace, record in zip(traces, self.editor.describe(images, targets) or ()):
+            trace["edit"] = record
         return EditResult(images=torch.stack([r.image for r in results]).to(images.device),
-                          traces=[r.trace for r in results], candidates=candidates)
+                          traces=traces, candidates=candidates)

@@ -61,6 +61,11 @@ class Editor(ABC):
         """Per-source state a repeated edit reuses (computed once per job by the critic loop); None if none."""
         return None
 
+    def describe(self, sources: torch.Tensor, targets: torch.Tensor) -> Optional[list[dict]]:
+        """Per row, a JSON-safe record of what the edit uses (e.g. an instruction), which the critic loop
+        adds to its traces; None if nothing beyond the loop's own record."""
+        return None
+
     def edit_step(self, request: EditRequest) -> EditResult:
         """One edit inside the critic loop; by default the plain `edit` of the inputs."""
         return self.edit(request.inputs, request.targets, request.generators)

@@ -15,17 +15,16 @@ from typing import Optional, Sequence
 
 import torch
 
-from emoeditor.constants import IP2P_HUB_ID, NOISE_START_RANGE, NUM_INFERENCE_STEPS, NUM_LOOP
-from emoeditor.editing.critic import CONFIDENCE_MODES, CRITICS, DIRECTION_SOURCES, CriticConfig
+from emoeditor.constants import IP2P_HUB_ID, NOISE_START_RANGE, NUM_INFERENCE_STEPS
 from emoeditor.editing.loading import load_model
-from emoeditor.editing.loop import CriticLoop
 from emoeditor.editors.base import Editor, EditRequest, EditResult
+from emoeditor.editors.critic_options import CRITIC_OPTIONS, critic_loop
 from emoeditor.editors.registry import (
     DTYPES,
     MethodContext,
     choice,
-    parse_bool,
     parse_typed,
+    positive_int,
     register_editor,
     register_preset,
 )
@@ -96,20 +95,10 @@ register_preset("wo_Lemb", "emoeditor", {}, "w/o L_emb",
                 required=("model", "a model trained with `train.py --lambda_emb 0`"))
 register_preset("ours_official", "emoeditor", {"critic": "official"}, None)
 
-CRITIC_OPTIONS = ("critic", "num_loop", "ssim_low", "ssim_high", "confidence", "confidence_mode", "direction_probs")
-
-
-def _positive(value: str) -> int:
-    if int(value) < 1:
-        raise ValueError("must be at least 1")
-    return int(value)
-
-
 OPTIONS = {
-    "model": str, "predictor": str, "base_model": str, "dtype": choice(*DTYPES), "batch_size": _positive,
-    "return_candidates": parse_bool, "num_inference_steps": _positive, "emotion_input": choice("direction", "onehot"),
-    "guidance_scale": float, "critic": choice(*CRITICS), "num_loop": _positive, "ssim_low": float, "ssim_high": float,
-    "confidence": float, "confidence_mode": choice(*CONFIDENCE_MODES), "direction_probs": choice(*DIRECTION_SOURCES),
+    "model": str, "predictor": str, "base_model": str, "dtype": choice(*DTYPES), "batch_size": positive_int,
+    "num_inference_steps": positive_int, "emotion_input": choice("direction", "onehot"), "guidance_scale": float,
+    **CRITIC_OPTIONS,
 }
 PATHS = {"model": "an EmoEditor model folder (train.py's export, or the official .pt files)",
          "predictor": "the emotion predictor P (a folder or emo_predictor.pt)"}
@@ -128,11 +117,8 @@ def _emoeditor(options: dict, context: MethodContext) -> Editor:
         raise MethodError("EmoEditor needs a model folder: pass --model or :model=<folder>")
     if predictor is None:
         raise MethodError("EmoEditor needs the emotion predictor for its critic: pass --predictor")
-    critic = {k: parse_typed(opts.pop(k)) for k in CRITIC_OPTIONS if k in opts}
-    critic.setdefault("critic", context.critic)
-    critic.setdefault("num_loop", context.num_loop or NUM_LOOP)
     batch_size = int(opts.pop("batch_size", context.batch_size))
-    return_candidates = parse_bool(opts.pop("return_candidates", context.return_candidates))
+    loop_options = {k: opts.pop(k) for k in CRITIC_OPTIONS if k in opts}
     kwargs = {}
     steps = opts.pop("num_inference_steps", context.num_inference_steps)
     if steps is not None:
@@ -144,12 +130,5 @@ def _emoeditor(options: dict, context: MethodContext) -> Editor:
         kwargs["torch_dtype"] = DTYPES[dtype]
     for key, value in opts.items():  # EmoEditorEditor's keywords (OPTIONS checked the names), typed
         kwargs[key] = parse_typed(value)
-    if critic["critic"] == "none":
-        return_candidates = False  # one pass: the output is the only candidate
-    try:
-        config = CriticConfig(**critic)
-    except (TypeError, ValueError) as exc:
-        raise MethodError(f"EmoEditor critic options {critic}: {exc}") from None
     editor = EmoEditorEditor.from_pretrained(model, predictor, device=context.device, **kwargs)
-    return CriticLoop(editor, editor.predictor.probs, config, batch_size=batch_size, device=editor.device,
-                      return_candidates=return_candidates)
+    return critic_loop(editor, editor.predictor.probs, loop_options, context, batch_size)

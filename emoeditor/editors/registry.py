@@ -181,6 +181,36 @@ def parse_method(spec: str) -> MethodSpec:
     return MethodSpec(label, kind, tuple(sorted(options.items())), paper_row)
 
 
+# `--methods all`: Table 1's rows in the paper's order (CT, NST, Csty, Ip2p, LMS, w/o P, w/o L_emb, Ours).
+TABLE1_METHODS = ("ct", "nst", "clipstyler", "ip2p", "lms", "wo_P", "wo_Lemb", "ours")
+BASELINES = TABLE1_METHODS[:5]
+REFERENCE_METHODS = ("ct", "nst")  # the methods that draw a style reference image from a pool
+
+
+def expand_all(specs: Sequence[str], wo_lemb_model: Optional[str] = None, reference_pool: Optional[str] = None,
+               baseline_weights: str = "pretrained") -> list[str]:
+    """`all` in a method list becomes Table 1's eight rows, each given what the harness knows for it:
+    the reference pool (CT, NST), the w/o L_emb model, and weights=tiny for every baseline on the tiny default."""
+    out = []
+    for spec in specs:
+        if spec.strip() != "all":
+            out.append(spec)
+            continue
+        for name in TABLE1_METHODS:
+            opts = []
+            if name in BASELINES and baseline_weights == "tiny":
+                opts.append("weights=tiny")
+            if name in REFERENCE_METHODS and reference_pool:
+                opts.append(f"pool={reference_pool}")
+            if name == "wo_Lemb":
+                if not wo_lemb_model:
+                    raise MethodError("--methods all includes Table 1's 'w/o L_emb' row, a model trained with "
+                                      "`train.py --lambda_emb 0`: pass --wo_lemb_model <its exported folder>")
+                opts.append(f"model={wo_lemb_model}")
+            out.append(name + (":" + ",".join(opts) if opts else ""))
+    return out
+
+
 def parse_methods(specs: Sequence[str]) -> list[MethodSpec]:
     methods = [parse_method(s) for s in specs]
     labels = [m.label for m in methods]
@@ -200,6 +230,33 @@ def parse_bool(value: str) -> bool:
 
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def positive_int(value: str) -> int:
+    """Option converter: an integer >= 1 (steps, iterations, batch sizes)."""
+    if int(value) < 1:
+        raise ValueError("must be at least 1")
+    return int(value)
+
+
+def positive_float(value: str) -> float:
+    if not float(value) > 0:
+        raise ValueError("must be a number > 0")
+    return float(value)
+
+
+def non_negative(value: str) -> float:
+    """Option converter: a number >= 0 (loss weights, learning rates)."""
+    if not float(value) >= 0:
+        raise ValueError("must be a number >= 0")
+    return float(value)
+
+
+def multiple_of_8(value: str) -> int:
+    """Option converter: a working size in pixels that a VAE or U-Net can halve three times."""
+    if int(value) < 8 or int(value) % 8:
+        raise ValueError("must be a positive multiple of 8")
+    return int(value)
 
 
 def parse_typed(value: str):

@@ -36,7 +36,7 @@ from emoeditor.constants import (
 )
 from emoeditor.editing.critic import SOURCE_INDEX, CriticResult, replay
 from emoeditor.editors.discovery import parse_methods
-from emoeditor.editors.registry import MethodContext, MethodSpec
+from emoeditor.editors.registry import MethodContext, MethodSpec, expand_all
 from emoeditor.errors import EmoEditorError, ImageLoadError, SplitError
 from emoeditor.evaluation.reporting import (
     METRICS,
@@ -79,6 +79,10 @@ class EvalSettings:
     batch_size: int = 8
     return_candidates: bool = True
     dtype: Optional[str] = None  # EmoEditor weights: float32 (default), float16, bfloat16
+    # what `--methods all` gives the rows that need it
+    wo_lemb_model: Optional[str] = None  # "w/o L_emb": a model trained with --lambda_emb 0
+    reference_pool: Optional[str] = None  # CT and NST: EmoSet (or a JSON list) to draw style references from
+    baseline_weights: str = "pretrained"  # "tiny": the baselines' random-weight tiny components
     # metrics
     metric_size: Optional[int] = IMAGE_SIZE
     metric_batch_size: int = 32
@@ -632,7 +636,8 @@ def write_report(specs: Sequence[MethodSpec], rows: list[dict], curves: list[dic
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()},
         "num_jobs": len(jobs),
         "bad_sources": bad_sources,
-        "methods": {label: asdict(st) for label, st in all_stats.items()},
+        "methods": {label: {**asdict(st), "seconds_per_image": seconds_per_image(st)}
+                    for label, st in all_stats.items()},
         "files": [str(Path(f).relative_to(out)) for f in files],
     }
     atomic_write_text(out / "report.json", json.dumps(report, indent=1))
@@ -666,7 +671,8 @@ def run_evaluation(settings: EvalSettings) -> dict:
 
     # Everything that can be wrong with the flags is checked before any work: the methods and their
     # options, the output folder, the jobs, each method's files, the predictor.
-    specs = parse_methods(settings.methods)
+    specs = parse_methods(expand_all(settings.methods, settings.wo_lemb_model, settings.reference_pool,
+                                     settings.baseline_weights))
     check_writable({"--out": settings.out})
     if settings.predictor is None:
         raise EmoEditorError("--predictor is required: the metrics (and EmoEditor's critic) need the emotion "
@@ -677,7 +683,8 @@ def run_evaluation(settings: EvalSettings) -> dict:
     context = MethodContext(device=device, model=settings.model, predictor=settings.predictor,
                             critic=settings.critic, num_loop=settings.num_loop,
                             num_inference_steps=settings.num_inference_steps, batch_size=settings.batch_size,
-                            return_candidates=settings.return_candidates, extra={"dtype": settings.dtype})
+                            return_candidates=settings.return_candidates,
+                            extra={"dtype": settings.dtype, "out": settings.out})
     jobs, root = load_jobs(settings)
     for spec in specs:
         spec.check(context)
@@ -707,15 +714,21 @@ def run_evaluation(settings: EvalSettings) -> dict:
     return write_report(specs, rows, curves, jobs, sources, all_stats, bad_sources, settings)
 
 
+def seconds_per_image(stats: MethodStats) -> Optional[float]:
+    """Wall seconds per edited job of this run (None when everything came from the cache)."""
+    return round(stats.generation_s / stats.generated, 4) if stats.generated else None
+
+
 def format_summary(report: dict) -> str:
     lines = [f"{report['num_jobs']} jobs; {len(report['bad_sources'])} unreadable/missing source images"]
     for label, st in report["methods"].items():
+        per_image = "" if st.get("seconds_per_image") is None else f" ({st['seconds_per_image']:.2f} s/image)"
         lines.append(f"  {label}: {st['generated']} edited, {st['cached']} cached, {st['failed']} failed, "
                      f"{st['regenerated_corrupt']} damaged jobs re-edited, {st['corrupt_output']} unreadable and "
                      f"{st['missing_output']} missing at scoring, {st['bad_trace']} unreadable traces, "
                      f"{st.get('bad_candidate', 0)} jobs with unreadable candidates, "
-                     f"{st['scored']} scored ({st['scored_cached']} cached), edit {st['generation_s']:.1f}s, "
-                     f"metrics {st['scoring_s']:.1f}s")
+                     f"{st['scored']} scored ({st['scored_cached']} cached), "
+                     f"edit {st['generation_s']:.1f}s{per_image}, metrics {st['scoring_s']:.1f}s")
         for entry in st.get("re_edited", [])[:SHOWN_REEDITED]:
             lines.append(f"    re-edited {entry['job_id']}: {entry['reason']}")
         if len(st.get("re_edited", [])) > SHOWN_REEDITED:

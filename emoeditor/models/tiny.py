@@ -39,7 +39,10 @@ def _tiny_unet() -> UNet2DConditionModel:
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=TINY_TEXT_DIM,
         attention_head_dim=8,
-        norm_num_groups=32,
+        # 4-8 channels per group, like SD's 320-1280 channels in 32 groups. One channel per group would be
+        # instance norm, which erases any spatially uniform shift, and with it the emotion conditioning of
+        # a global style (the miniature world's editor learned to ignore its condition that way).
+        norm_num_groups=8,
     )
 
 

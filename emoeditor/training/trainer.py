@@ -72,9 +72,12 @@ LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine
 NULL_EMBEDDINGS = ("learned", "zero")
 # t ~ U{0..999} (paper), or below the T the official code's preview edit leaves in the scheduler.
 TRAIN_TIMESTEPS = ("uniform", "official")
+# What the UNet predicts: the noise (SD v1 and so Ip2p and the paper), or v (SD 2.x-style bases).
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 SUMMARY_FILE = "training_summary.json"  # in the exported folder: steps, counts, where everything went
 # Args that change the model itself: a resumed run must use the checkpoint's values.
-MODEL_ARGS = ("emotion_input", "encoder_hidden", "null_embedding", "cond_dropout", "vae_input_range", "image_size")
+MODEL_ARGS = ("emotion_input", "encoder_hidden", "null_embedding", "cond_dropout", "vae_input_range", "image_size",
+              "prediction_type")
 
 
 # -------------------------------------------------------------------------------------- the model
@@ -108,10 +111,12 @@ class LossTerms(NamedTuple):
 def compute_loss(model, noise_scheduler, target_moments: torch.Tensor, source_latent: torch.Tensor,
                  emotion: torch.Tensor, text_embedding: torch.Tensor, generator: torch.Generator,
                  lambda_emb: float = LAMBDA_EMB, cond_dropout: float = 0.0,
-                 num_timesteps: Optional[int] = None) -> LossTerms:
-    """One micro-batch's loss. Draws, in order: posterior sample, noise, timesteps, dropout mask.
+                 num_timesteps: Optional[int] = None, noise_offset: float = 0.0) -> LossTerms:
+    """One micro-batch's loss. Draws, in order: posterior sample, noise, timesteps, dropout mask, offset.
 
-    t ~ U{0 .. num_timesteps - 1}, by default all of the scheduler's training timesteps."""
+    t ~ U{0 .. num_timesteps - 1}, by default all of the scheduler's training timesteps. `noise_offset` > 0
+    adds a per-image, per-channel constant to the noise (diffusers' --noise_offset): the mean colour of
+    a noisy latent then no longer reveals the target's, so global colour must come from the condition."""
     latents = sample_latents(target_posterior(target_moments.float()), generator)
     noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
     num_t = noise_scheduler.config.num_train_timesteps if num_timesteps is None else num_timesteps
@@ -119,9 +124,16 @@ def compute_loss(model, noise_scheduler, target_moments: torch.Tensor, source_la
     drop = None
     if cond_dropout > 0:
         drop = torch.rand(latents.shape[0], generator=generator, device=latents.device) < cond_dropout
+    if noise_offset > 0:  # drawn last, so the other draws match a run without it
+        noise = noise + noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=generator,
+                                                   device=latents.device, dtype=latents.dtype)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    eps_pred, embedding = model(noisy, timesteps, source_latent, emotion, drop)
-    l_noise = F.mse_loss(eps_pred.float(), noise.float())
+    pred, embedding = model(noisy, timesteps, source_latent, emotion, drop)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    l_noise = F.mse_loss(pred.float(), target.float())
     cos = F.cosine_similarity(embedding.float().flatten(1), text_embedding.float().flatten(1), dim=1)
     l_emb = (1 - cos).mean()
     loss = l_noise + lambda_emb * l_emb if lambda_emb else l_noise  # lambda=0: no L_emb gradient at all
@@ -168,6 +180,14 @@ def official_preview_T(seed: int, window: int) -> int:
     lo, hi = NOISE_START_RANGE
     generator = torch.Generator().manual_seed(mix_seed(seed, 3, window))
     return int(torch.randint(lo, hi + 1, (1,), generator=generator))
+
+
+def training_scheduler(scheduler, prediction_type: str):
+    """The base's DDIM scheduler predicting `prediction_type`; exported with the model, so inference
+    reads the prediction type from the model folder."""
+    if scheduler.config.prediction_type == prediction_type:
+        return scheduler
+    return type(scheduler).from_config(scheduler.config, prediction_type=prediction_type)
 
 
 def timestep_bound(mode: str, step: int, seed: int, num_train_timesteps: int) -> int:
@@ -396,7 +416,8 @@ def preview_strip(model, vae, batch: dict, inputs: dict, args, seed: int) -> tor
         source = F.interpolate(decode_latents(vae, inputs["source_latent"][:1] * LATENT_SCALE), size=size)
         target = F.interpolate(decode_latents(vae, target_posterior(inputs["target_moments"][:1]).mode()
                                               * LATENT_SCALE), size=size)
-    pipe = EmoEditorPipeline(unet=model.unet, vae=vae, scheduler=sd_v1_ddim_scheduler(),
+    pipe = EmoEditorPipeline(unet=model.unet, vae=vae,
+                             scheduler=training_scheduler(sd_v1_ddim_scheduler(), args.prediction_type),
                              emotion_encoder=model.emotion_encoder, emotion_input=args.emotion_input,
                              vae_input_range=args.vae_input_range, lambda_emb=args.lambda_emb,
                              cond_dropout=args.cond_dropout)
@@ -446,7 +467,8 @@ def export_pipeline(model: EmoEditorDenoiser, args, export_dir: Path, summary: O
 
     base = load_base_components(args.base_model)  # frozen parts reloaded so they are saved in full precision
     pipe = EmoEditorPipeline(
-        unet=model.unet, vae=base["vae"], scheduler=base["scheduler"], emotion_encoder=model.emotion_encoder,
+        unet=model.unet, vae=base["vae"], scheduler=training_scheduler(base["scheduler"], args.prediction_type),
+        emotion_encoder=model.emotion_encoder,
         text_encoder=base["text_encoder"], tokenizer=base["tokenizer"], emotion_input=args.emotion_input,
         vae_input_range=args.vae_input_range, lambda_emb=args.lambda_emb, cond_dropout=args.cond_dropout)
     check_export_dir(export_dir)
@@ -471,6 +493,10 @@ def initial_weights(args, base: dict, embed_dim: int):
         return base["unet"], encoder
 
     init = load_model(args.init_model, args.base_model)
+    predicts = init.scheduler.config.prediction_type
+    if predicts != args.prediction_type:
+        raise TrainingError(f"--init_model {args.init_model} was trained to predict {predicts}; pass "
+                            f"--prediction_type {predicts} to fine-tune it")
     loaded = init.emotion_encoder
     config = {**dict(loaded.config), "learned_null": learned_null}
     encoder = EmotionEncoder(**{k: config[k] for k in ("num_emotions", "hidden_dims", "seq_len", "embed_dim",
@@ -494,6 +520,10 @@ def _check_args(args, world: int) -> int:
         raise TrainingError(f"--cond_dropout {args.cond_dropout} must be in [0, 1)")
     if args.lambda_emb < 0:
         raise TrainingError(f"--lambda_emb {args.lambda_emb} must be >= 0")
+    if args.prediction_type not in PREDICTION_TYPES:
+        raise TrainingError(f"--prediction_type {args.prediction_type!r}: choose one of {', '.join(PREDICTION_TYPES)}")
+    if args.noise_offset < 0:
+        raise TrainingError(f"--noise_offset {args.noise_offset} must be >= 0 (0: the paper's plain noise)")
     if args.train_timesteps not in TRAIN_TIMESTEPS:
         raise TrainingError(f"--train_timesteps {args.train_timesteps!r}: choose one of {', '.join(TRAIN_TIMESTEPS)}")
     if not 0.0 <= args.ema_decay < 1.0:
@@ -545,6 +575,7 @@ class StepParts:
     accum: int = 1  # --gradient_accumulation_steps: micro-batches per step on each process
     lambda_emb: float = LAMBDA_EMB
     cond_dropout: float = 0.0
+    noise_offset: float = 0.0
     max_grad_norm: Optional[float] = None  # None: no clipping (the norm still feeds the non-finite check)
     train_timesteps: str = "uniform"  # TRAIN_TIMESTEPS
     lr_scheduler: Any = None
@@ -590,7 +621,7 @@ def _load_resume(args) -> tuple[Optional[dict], Optional[dict]]:
     resume_path = ckpt.resolve_checkpoint(resume, args.save_model_dir)
     weights, state = ckpt.load_checkpoint(resume_path)
     state["path"] = str(resume_path.resolve())
-    saved = state["args"]
+    saved = {"prediction_type": "epsilon", **state["args"]}  # checkpoints from before --prediction_type
     changed = {k: (saved.get(k), ckpt.plain(getattr(args, k))) for k in MODEL_ARGS
                if saved.get(k) != ckpt.plain(getattr(args, k))}
     if changed:
@@ -649,7 +680,7 @@ def setup(args: argparse.Namespace) -> TrainRun:
     base = load_base_components(args.base_model)
     weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
     frozen = frozen_components(base, device, weight_dtype)
-    noise_scheduler = base["scheduler"]
+    noise_scheduler = base["scheduler"] = training_scheduler(base["scheduler"], args.prediction_type)
     if args.train_timesteps == "official" and NOISE_START_RANGE[1] >= noise_scheduler.config.num_train_timesteps:
         raise TrainingError(f"--train_timesteps official draws T up to {NOISE_START_RANGE[1]}, but the scheduler of "
                             f"--base_model has {noise_scheduler.config.num_train_timesteps} training timesteps")
@@ -689,7 +720,8 @@ def setup(args: argparse.Namespace) -> TrainRun:
     raw_model = accelerator.unwrap_model(model, keep_torch_compile=False)
     parts = StepParts(model=model, optimizer=optimizer, noise_scheduler=noise_scheduler, accelerator=accelerator,
                       seed=args.random_seed, accum=args.gradient_accumulation_steps, lambda_emb=args.lambda_emb,
-                      cond_dropout=args.cond_dropout, max_grad_norm=args.max_grad_norm,
+                      cond_dropout=args.cond_dropout, noise_offset=args.noise_offset,
+                      max_grad_norm=args.max_grad_norm,
                       train_timesteps=args.train_timesteps, lr_scheduler=lr_scheduler, ema=ema, ema_model=raw_model)
 
     # 5. Logging (rank 0 only).
@@ -736,7 +768,7 @@ def train_step(parts: StepParts, micro_batches: Iterable[dict], step: int) -> St
             terms = compute_loss(parts.model, parts.noise_scheduler, inputs["target_moments"], inputs["source_latent"],
                                  inputs["emotion"], inputs["text_embedding"],
                                  step_generator(parts.seed, step, rank, a, device), parts.lambda_emb,
-                                 parts.cond_dropout, num_timesteps=num_t)
+                                 parts.cond_dropout, num_timesteps=num_t, noise_offset=parts.noise_offset)
             accelerator.backward(terms.loss / parts.accum)
         finite = finite and bool(torch.isfinite(terms.loss))
         sums += torch.stack([t.detach().float() for t in terms]) / parts.accum

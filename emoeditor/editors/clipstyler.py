@@ -25,7 +25,6 @@ Every random draw (StyleNet weights, crop offsets, perspective corners) comes fr
 from __future__ import annotations
 
 import math
-import re
 import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
@@ -49,7 +48,7 @@ from emoeditor.editors.registry import (
 )
 from emoeditor.errors import MethodError
 from emoeditor.fileio import missing_path
-from emoeditor.models.components import seeded_init
+from emoeditor.models.components import looks_like_hub_id, seeded_init
 from emoeditor.models.tiny import save_tiny_tokenizer
 from emoeditor.models.vgg import VGGFeatures, load_vgg19, tiny_vgg19
 
@@ -365,14 +364,11 @@ def tiny_clip(seed: int = 0) -> tuple[CLIPModel, CLIPTokenizer]:
     return model.eval(), tokenizer
 
 
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-
-
 def load_clip(source: str) -> tuple[CLIPModel, CLIPTokenizer]:
     """CLIPModel + CLIPTokenizer from a local folder, or a hub id (needs network or the hub cache)."""
     what = ("a CLIP ViT-B/32 in the transformers layout (config.json, weights, tokenizer files), e.g. "
             f"a local copy of {CLIP_HUB_ID}: clipstyler:clip=<folder>, or clipstyler:weights=tiny to test")
-    if not Path(source).exists() and not _HUB_ID.match(source):
+    if not Path(source).exists() and not looks_like_hub_id(source):
         raise MethodError(f"{missing_path(source, 'option clip: the CLIP folder')}; pass {what}")
     try:
         return CLIPModel.from_pretrained(source).float().eval(), CLIPTokenizer.from_pretrained(source)
@@ -387,9 +383,6 @@ def _vgg(source: Optional[str], device: torch.device) -> VGGFeatures:
         return load_vgg19(source, device)
     except MethodError as exc:
         raise MethodError(f"clipstyler option vgg: {exc}") from None
-    except OSError as exc:  # torchvision's download without network
-        raise MethodError(f"clipstyler option vgg: torchvision's VGG19 could not be loaded ({exc}); pass "
-                          "vgg=<path to vgg19-dcbbabee.pth>") from None
 
 
 def _threshold(value: str) -> float:

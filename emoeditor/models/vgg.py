@@ -92,7 +92,11 @@ def load_vgg19(source: Optional[str | Path] = None, device: str | torch.device =
     .safetensors file), with keys ``features.N.*`` (the whole model) or ``N.*`` (the trunk alone);
     None: torchvision's own weights (its cache, or a download where there is network)."""
     if source is None:
-        model = vgg.vgg19(weights=vgg.VGG19_Weights.IMAGENET1K_V1)
+        try:
+            model = vgg.vgg19(weights=vgg.VGG19_Weights.IMAGENET1K_V1)
+        except OSError as exc:  # torchvision's download without network
+            raise MethodError(f"torchvision's VGG19 could not be loaded ({exc}); pass vgg=<a local copy of "
+                              "vgg19-dcbbabee.pth>") from None
         return VGGFeatures(model.features).to(device)
     path = Path(source)
     if not path.is_file():

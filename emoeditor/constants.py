@@ -10,6 +10,17 @@ NUM_EMOTIONS = len(EMOTIONS)
 POSITIVE = ("amusement", "awe", "contentment", "excitement")
 NEGATIVE = ("anger", "disgust", "fear", "sadness")
 
+# Valence and arousal of the eight category words (1 = unhappy / calm, 9 = happy / aroused): the
+# "V.Mean.Sum" and "A.Mean.Sum" columns of Warriner, Kuperman & Brysbaert (2013), "Norms of valence,
+# arousal, and dominance for 13,915 English lemmas", Behavior Research Methods 45(4), 1191-1207,
+# doi:10.3758/s13428-012-0314-x (the noun forms: "amusement", not "amused"). Not from the paper:
+# they place Mikels' categories in the valence-arousal plane for --target_va (emoeditor/valence_arousal.py).
+VA_NORMS = {
+    "amusement": (7.00, 4.82), "anger": (2.50, 5.93), "awe": (6.85, 3.83), "contentment": (6.62, 4.60),
+    "disgust": (3.32, 5.00), "excitement": (7.62, 6.21), "fear": (2.93, 6.14), "sadness": (2.40, 2.81),
+}
+VA_RANGE = (1.0, 9.0)  # the rating scale of both axes
+
 # Emotion encoder (Sec. 3.1): MLP 8 -> 256 -> 512 -> 768 -> 77*768, output (77, 768).
 EMOTION_ENCODER_HIDDEN = (256, 512, 768)
 TEXT_SEQ_LEN = 77

@@ -54,10 +54,12 @@ def test_tiny_run_writes_image_trace_strip_and_csv_deterministically(assets, tmp
         img = Image.open(row["output"])
         assert img.size == (64, 64) and img.mode == "RGB"
         strip = np.asarray(Image.open(out / "strips" / (Path(row["output"]).stem + ".png")))
-        assert strip.shape[1] == 64 * (len(its) + 2) and strip.shape[0] > 64  # tiles, then a band of labels
-        band = strip[64:]
+        plot = 400  # the valence-arousal path below the tiles: 4 x 4 inches at 100 dpi
+        assert strip.shape[1] == max(64 * (len(its) + 2), plot) and strip.shape[0] > 64 + plot
+        band = strip[64:-plot]  # tiles, then a band of labels, then the plot
         for k in range(len(its) + 2):  # every tile is labelled underneath
             assert (band[:, 64 * k: 64 * (k + 1)] < 128).any()
+        assert (strip[-plot:, :plot] < 128).mean() > 0.01  # axes, points and text drawn
     test_cli.main(argv(assets, tmp_path / "b"))
     for name in names:  # same seed -> identical bytes
         assert (out / name).read_bytes() == (tmp_path / "b" / name).read_bytes()

@@ -10,6 +10,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -41,6 +43,7 @@ from emoeditor.editing.critic import (
     CriticConfig,
     target_confidence,
 )
+from emoeditor.editing.intensity import INTENSITIES, apply_intensity
 from emoeditor.editing.loading import WHERE_MODELS_COME_FROM, load_model
 from emoeditor.editing.loop import IterativeInference, Job, JobResult
 from emoeditor.editors.emoeditor import EmoEditorEditor
@@ -51,6 +54,7 @@ from emoeditor.imageio import OUTPUT_FORMATS, list_inputs, open_image, output_fo
 from emoeditor.logs import add_verbosity_args, setup_logging
 from emoeditor.models.predictor import load_predictor
 from emoeditor.seeding import mix_seed
+from emoeditor.valence_arousal import VA_BANDWIDTH, parse_va, va_path_figure, va_to_mixture
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +69,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO_IMAGE = "demo_img/chelsea.jpg"  # shipped (CC0, scikit-image's data; see demo_img/README.md)
 MODEL_RECORDS = ("model_index.json", "training_args.json")  # where an exported model records its training size
 TINY_MARKER = "random_weights"  # in a --tiny model's training_args.json: never trained
+INTENSITY_KEYS = ("emotion_guidance", "confidence", "ssim_low", "ssim_high")  # what --intensity sets
 
 
 def job_seed(seed: int, name: str, label: str, mode: str = "same") -> int:
@@ -136,6 +141,23 @@ def parse_target_spec(spec: str) -> Optional[torch.Tensor]:
     return parse_target(spec)
 
 
+def resolve_target(args) -> Optional[torch.Tensor]:
+    """The run's target: --target_va's mixture when given (its point kept in args.target_va), else --target_emo."""
+    if args.target_va is None:
+        return parse_target_spec(args.target_emo)
+    args.target_va = parse_va(args.target_va)
+    return va_to_mixture(*args.target_va, bandwidth=args.va_bandwidth)
+
+
+def resolve_controls(args) -> None:
+    """Fill --emotion_guidance and the critic's thresholds from --intensity where not given explicitly."""
+    settings = apply_intensity(args.intensity, {k: getattr(args, k) for k in INTENSITY_KEYS})
+    for key, value in settings.items():
+        setattr(args, key, value)
+    if args.emotion_guidance is None:
+        args.emotion_guidance = 1.0
+
+
 def check_numbers(args) -> None:
     """Counts and thresholds that would otherwise fail deep inside the loop, after the models loaded."""
     for flag in ("batch_size", "num_loop", "num_inference_steps"):
@@ -152,6 +174,10 @@ def check_numbers(args) -> None:
         value = getattr(args, flag)
         if value is not None and not -1 <= value <= 1:
             raise EmoEditorError(f"--{flag} {value}: a threshold between -1 and 1 (SSIM) or 0 and 1 (confidence)")
+    for flag in ("emotion_guidance", "direction_scale", "guidance_scale"):
+        value = getattr(args, flag)
+        if value is not None and not math.isfinite(value):
+            raise EmoEditorError(f"--{flag} {value}: give a finite number (1 = the plain edit)")
 
 
 def check_output_ext(spec: str) -> Optional[str]:
@@ -405,6 +431,9 @@ class _Skipped(list):
 def _jobs(paths: Sequence[Path], names: dict[Path, OutputName], target: Optional[torch.Tensor], args, predictor,
           device, skipped: _Skipped, on_skip: Callable[[], None] = lambda: None) -> Iterator[Job]:
     """Jobs in input order; a file that cannot be loaded is recorded in `skipped` and the rest go on."""
+    extra = {"intensity": args.intensity} if args.intensity else {}
+    if args.target_va is not None:
+        extra["target_va"] = list(args.target_va)
     for path in paths:
         try:
             img = open_image(path)
@@ -423,7 +452,7 @@ def _jobs(paths: Sequence[Path], names: dict[Path, OutputName], target: Optional
             label = target_label(tgt)
             seed = job_seed(args.random_seed, path.name, label, args.seed_mode)
             yield Job(image=image, target=tgt, seed=seed, name=names[path].job(seed, label),
-                      meta={"input": str(path), "target_label": label, "source_size": list(img.size)})
+                      meta={"input": str(path), "target_label": label, "source_size": list(img.size), **extra})
 
 
 def trace_json(trace: dict) -> str:
@@ -452,8 +481,19 @@ def strip_labels(trace: dict) -> list[list[str]]:
     return labels
 
 
+def va_plot_image(trace: dict):
+    """The trace's valence-arousal path (`va_path_figure`) as an RGB PIL image."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
+    canvas = FigureCanvasAgg(va_path_figure(trace))
+    canvas.draw()
+    return Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")
+
+
 def labelled_strip(result: JobResult):
-    """Source, every candidate and the returned image side by side, each labelled underneath (PIL image)."""
+    """Source, every candidate and the returned image side by side, each labelled underneath, and below
+    them the critic's path in the valence-arousal plane (PIL image)."""
     from PIL import Image, ImageDraw, ImageFont
 
     tiles = [result.job.image.cpu()] + list(result.candidates or []) + [result.image]
@@ -462,8 +502,11 @@ def labelled_strip(result: JobResult):
     font = ImageFont.load_default()
     line = font.getbbox("Ag")[3] + 2
     tile = tiles[0].shape[-1]
-    canvas = Image.new("RGB", (row.width, row.height + line * max(map(len, labels)) + 4), "white")
+    labelled = row.height + line * max(map(len, labels)) + 4
+    plot = va_plot_image(result.trace)
+    canvas = Image.new("RGB", (max(row.width, plot.width), labelled + plot.height), "white")
     canvas.paste(row, (0, 0))
+    canvas.paste(plot, (0, labelled))
     draw = ImageDraw.Draw(canvas)
     for k, lines in enumerate(labels):
         for j, text in enumerate(lines):
@@ -524,7 +567,7 @@ def build_engine(pipe, predictor, args, device: torch.device, return_candidates:
                           confidence=args.confidence, confidence_mode=args.confidence_mode,
                           direction_probs=args.direction_probs)
     editor = EmoEditorEditor(pipe, predictor, args.emotion_input, args.num_inference_steps, tuple(args.noise_range),
-                             args.guidance_scale)
+                             args.guidance_scale, args.emotion_guidance, args.direction_scale)
     return IterativeInference(editor, predictor.probs, critic, batch_size=args.batch_size,
                               ssim_backend=args.ssim_backend, device=device, return_candidates=return_candidates,
                               on_step=on_step)
@@ -600,10 +643,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--input_path", default=DEMO_IMAGE, help="an image, a folder of images or a quoted glob")
     g.add_argument("--recursive", **flag, help="also edit the images in the subfolders of a folder (or a ** glob); "
                                                "outputs mirror the subfolders")
-    g.add_argument("--target_emo", default="awe",
-                   help="an emotion, a mixture (awe:0.5,excitement:0.5), or 'all' (the 7 emotions other than P's "
-                        "top class on the source; the paper's evaluation instead excludes the source's EmoSet "
-                        "label, which scripts/evaluate.py does)")
+    targets = g.add_mutually_exclusive_group()
+    targets.add_argument("--target_emo", default="awe",
+                         help="an emotion, a mixture (awe:0.5,excitement:0.5), or 'all' (the 7 emotions other than "
+                              "P's top class on the source; the paper's evaluation instead excludes the source's "
+                              "EmoSet label, which scripts/evaluate.py does)")
+    targets.add_argument("--target_va", default=None, metavar="V,A",
+                         help="a point of the valence-arousal plane (1-9 scales, e.g. 7.5,6), edited toward as the "
+                              "mixture of the categories near it (emoeditor/valence_arousal.py); replaces a "
+                              "preset's target_emo")
     g.add_argument("--test_save_dir", default="save_test_res", help="output folder")
     g.add_argument("--output_ext", default="same",
                    help="'same' keeps the input's extension as the official names do (a .jpg is saved as JPEG; "
@@ -652,6 +700,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start timestep drawn from [LOW, HIGH]")
     g.add_argument("--guidance_scale", type=float, default=1.0, help="1 = no classifier-free guidance (official)")
 
+    g = p.add_argument_group("emotion control (how strongly, toward what)")
+    g.add_argument("--intensity", choices=tuple(INTENSITIES), default=None,
+                   help="one knob: sets --emotion_guidance, --confidence, --ssim_low and --ssim_high together "
+                        "(table in emoeditor/editing/intensity.py; medium = the paper's); explicit flags win")
+    g.add_argument("--emotion_guidance", type=float, default=None,
+                   help="s in eps(tau(0)) + s (eps(tau(d)) - eps(tau(0))): >1 pushes further, <1 holds back; "
+                        "default 1 (the plain edit)")
+    g.add_argument("--direction_scale", type=float, default=1.0,
+                   help="the emotion encoder's input is this times the direction target - P(source)")
+    g.add_argument("--va_bandwidth", type=float, default=VA_BANDWIDTH,
+                   help="--target_va: width of the kernel that turns a point into a mixture (rating-scale units)")
+
     g = p.add_argument_group("seeds and running")
     g.add_argument("--random_seed", type=seed_arg, default=75863, help="seed of every job ('none': draw one)")
     g.add_argument("--seed_mode", choices=SEED_MODES, default="same",
@@ -691,7 +751,8 @@ def run_inference(args, process=None) -> dict:
     a round-robin share of the input files and the main process merges the summaries.
     """
     # 1. everything that can be checked without loading a model
-    target = parse_target_spec(args.target_emo)
+    target = resolve_target(args)
+    resolve_controls(args)
     check_numbers(args)
     ext = check_output_ext(args.output_ext)
     check_device(args.device)

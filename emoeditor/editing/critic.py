@@ -39,6 +39,7 @@ from typing import Optional
 import torch
 
 from emoeditor.constants import EMOTIONS, NEGATIVE, NUM_LOOP, OFFICIAL_CRITIC, PAPER_CRITIC, POSITIVE
+from emoeditor.valence_arousal import mixture_to_va
 
 CONFIDENCE_MODES = ("support", "weighted")
 DIRECTION_SOURCES = ("source", "input")  # P(source) fixed (default) or P(current input)
@@ -138,6 +139,7 @@ class Iteration:
     target_confidence: float
     accepted: Optional[bool]
     start_timestep: Optional[int] = None
+    va: Optional[tuple[float, float]] = None  # the (valence, arousal) P's probabilities imply
     nonfinite: bool = False  # the edit had NaN/inf pixels (e.g. float16 overflow), zeroed before scoring
 
     def as_dict(self) -> dict:
@@ -204,7 +206,7 @@ class Critic:
         it = Iteration(index=len(self.iterations), input_index=self.next_input, ssim=float(ssim), probs=probs.tolist(),
                        top_class=EMOTIONS[int(probs.argmax())],
                        target_confidence=target_confidence(probs, self.target, self.config.confidence_mode),
-                       accepted=None, start_timestep=start_timestep)
+                       accepted=None, start_timestep=start_timestep, va=mixture_to_va(probs))
         self.iterations.append(it)
         self._decide(it, probs)
         return it
@@ -243,6 +245,7 @@ class Critic:
                            "direction_probs": cfg.direction_probs},
             "target": self.target.tolist(),
             "source_probs": self.source_probs.tolist(),
+            "source_va": list(mixture_to_va(self.source_probs)),
             "iterations": [it.as_dict() for it in self.iterations],
             "returned": self.returned,
             "reason": self.reason,

@@ -184,6 +184,9 @@ class IterativeInference:
         image = state.source if critic.returned == SOURCE_INDEX else state.images[critic.returned]
         trace = critic.trace()
         trace.update(name=state.job.name, seed=int(state.job.seed), **state.job.meta)
+        record = self.editor.describe(state.source[None], critic.target[None].to(state.source.device))
+        if record:  # what the edit itself used (EmoEditor's controls, a baseline's instruction)
+            trace["edit"] = record[0]
         return JobResult(state.job, image.cpu(), trace, critic.result(),
                          state.candidates if self.return_candidates else None)
 
@@ -225,8 +228,5 @@ class CriticLoop(Editor):
                     name=str(i), generator=generators[i]) for i in range(images.shape[0])]
         results = run_jobs(self.engine, jobs)
         candidates = [r.candidates for r in results] if self.engine.return_candidates else None
-        traces = [r.trace for r in results]
-        for trace, record in zip(traces, self.editor.describe(images, targets) or ()):
-            trace["edit"] = record
         return EditResult(images=torch.stack([r.image for r in results]).to(images.device),
-                          traces=traces, candidates=candidates)
+                          traces=[r.trace for r in results], candidates=candidates)

@@ -197,6 +197,7 @@ class EmoEditorPipeline(DiffusionPipeline):
         noise_range: tuple = NOISE_START_RANGE,
         per_batch_t: bool = False,
         guidance_scale: float = 1.0,
+        emotion_guidance: float = 1.0,
         output_type: str = "pt",
         image_latents: Optional[torch.Tensor] = None,
         return_dict: bool = True,
@@ -210,6 +211,12 @@ class EmoEditorPipeline(DiffusionPipeline):
         official code) serves the whole batch. The VAE is fed as ``config.inference_vae_input_range``
         says (2x-1 unless a model was saved otherwise: official inference, even for weights trained
         on [0, 1]). `guidance_scale` > 1 applies classifier-free guidance against ``emotion_encoder.null``.
+
+        `emotion_guidance` s scales the emotional change: eps = eps(tau(0)) + s (eps(tau(d)) - eps(tau(0))),
+        where tau(0), the encoding of a zero input ("no emotional change" for the direction input), is the
+        unconditional branch, so models trained without cond dropout can be guided too. s = 1 skips the
+        extra branch: exactly the plain edit. With both, the emotion-guided prediction is then CFG's
+        conditional one. All branches go through the UNet in one batched call per step.
         """
         # 1. Check inputs
         self._check_images(images, "images")
@@ -223,6 +230,9 @@ class EmoEditorPipeline(DiffusionPipeline):
                                      f"{self.emotion_encoder.config.num_emotions}), got {got}")
         if output_type not in ("pt", "pil", "np"):
             raise PipelineInputError(f"output_type must be 'pt', 'pil' or 'np', got {output_type!r}")
+        if not (np.isfinite(guidance_scale) and np.isfinite(emotion_guidance)):
+            raise PipelineInputError(f"guidance_scale ({guidance_scale}) and emotion_guidance ({emotion_guidance}) "
+                                     f"must be finite numbers")
         if guidance_scale > 1 and self.config.cond_dropout <= 0:
             warnings.warn("guidance_scale > 1 but this model was not trained with cond dropout "
                           "(cond_dropout=0): its unconditional branch was never trained",
@@ -272,23 +282,31 @@ class EmoEditorPipeline(DiffusionPipeline):
         noise = noise.to(device=device, dtype=torch.float32)
         latents = self.scheduler.add_noise(latents, noise, schedule[:, 0].to(device))
 
-        # 5. Denoise: DDIM, eta = 0, each row on its own schedule
-        do_cfg = guidance_scale > 1
+        # 5. Denoise: DDIM, eta = 0, each row on its own schedule; the guidance branches are extra rows
+        do_emotion_guidance, do_cfg = emotion_guidance != 1, guidance_scale > 1
+        branches = [embeds]
+        if do_emotion_guidance:
+            zero = torch.zeros_like(emotion_inputs, device=device)
+            branches.append(self.emotion_encoder(zero).to(self.unet.dtype))
         if do_cfg:
-            embeds = torch.cat([embeds, self.emotion_encoder.null(batch_size).to(device, self.unet.dtype)])
-            condition_latents = torch.cat([condition_latents, condition_latents])
+            branches.append(self.emotion_encoder.null(batch_size).to(device, self.unet.dtype))
+        n_branches = len(branches)
+        embeds = torch.cat(branches)
+        condition_latents = torch.cat([condition_latents] * n_branches)
         alphas_cumprod = self.scheduler.alphas_cumprod
         final_alpha = self.scheduler.final_alpha_cumprod
         prediction_type = self.scheduler.config.prediction_type
         for k in self.progress_bar(range(num_inference_steps)):
             t = schedule[:, k].to(device)
-            model_in = torch.cat([latents, latents]) if do_cfg else latents
-            model_in = torch.cat([model_in.to(self.unet.dtype), condition_latents], dim=1)
-            noise_pred = self.unet(model_in, torch.cat([t, t]) if do_cfg else t,
-                                   encoder_hidden_states=embeds).sample.float()
+            model_in = torch.cat([latents] * n_branches).to(self.unet.dtype)
+            model_in = torch.cat([model_in, condition_latents], dim=1)
+            preds = self.unet(model_in, torch.cat([t] * n_branches),
+                              encoder_hidden_states=embeds).sample.float().chunk(n_branches)
+            noise_pred = preds[0]
+            if do_emotion_guidance:
+                noise_pred = preds[1] + emotion_guidance * (noise_pred - preds[1])
             if do_cfg:
-                cond, uncond = noise_pred.chunk(2)
-                noise_pred = uncond + guidance_scale * (cond - uncond)
+                noise_pred = preds[-1] + guidance_scale * (noise_pred - preds[-1])
             latents = ddim_step(noise_pred, t, t - step_ratio.to(device), latents, alphas_cumprod,
                                 final_alpha, prediction_type)
 

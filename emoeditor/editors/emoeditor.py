@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import torch
 
 from emoeditor.constants import IP2P_HUB_ID, NOISE_START_RANGE, NUM_INFERENCE_STEPS
+from emoeditor.editing.intensity import INTENSITIES, intensity_settings
 from emoeditor.editing.loading import load_model
 from emoeditor.editors.base import Editor, EditRequest, EditResult
 from emoeditor.editors.critic_options import CRITIC_OPTIONS, critic_loop
@@ -40,7 +41,7 @@ class EmoEditorEditor(Editor):
 
     def __init__(self, pipe, predictor: Optional[EmotionPredictor] = None, emotion_input: Optional[str] = None,
                  num_inference_steps: int = NUM_INFERENCE_STEPS, noise_range: tuple[int, int] = NOISE_START_RANGE,
-                 guidance_scale: float = 1.0):
+                 guidance_scale: float = 1.0, emotion_guidance: float = 1.0, direction_scale: float = 1.0):
         self.pipe = pipe
         self.predictor = predictor
         self.emotion_input = emotion_input or pipe.config.emotion_input
@@ -50,6 +51,8 @@ class EmoEditorEditor(Editor):
         self.num_inference_steps = num_inference_steps
         self.noise_range = tuple(noise_range)
         self.guidance_scale = guidance_scale
+        self.emotion_guidance = emotion_guidance  # eps(tau(0)) + s (eps(tau(d)) - eps(tau(0))); see the pipeline
+        self.direction_scale = direction_scale  # the encoder's input is direction_scale * (target - P(...))
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, predictor_path: Optional[str | Path] = None,
@@ -75,11 +78,20 @@ class EmoEditorEditor(Editor):
             probs = self.predictor.probs(request.source_images.to(self.device)).float()
         emotions = emotion_input(request.targets.to(self.device).float(),
                                  None if probs is None else probs.to(self.device).float(), self.emotion_input)
+        if self.direction_scale != 1:
+            emotions = self.direction_scale * emotions
         out = self.pipe(request.inputs, emotions, condition_latents=request.prepared,
                         generator=list(request.generators),
                         num_inference_steps=self.num_inference_steps, noise_range=self.noise_range,
-                        guidance_scale=self.guidance_scale, output_type="pt")
+                        guidance_scale=self.guidance_scale, emotion_guidance=self.emotion_guidance, output_type="pt")
         return EditResult(images=out.images, start_timesteps=getattr(out, "start_timesteps", None))
+
+    def describe(self, sources: torch.Tensor, targets: torch.Tensor) -> list[dict]:
+        """The emotion controls of the edit, for every row's trace."""
+        record = {"method": self.name, "emotion_input": self.emotion_input, "emotion_guidance": self.emotion_guidance,
+                  "direction_scale": self.direction_scale, "guidance_scale": self.guidance_scale,
+                  "num_inference_steps": self.num_inference_steps, "noise_range": list(self.noise_range)}
+        return [dict(record) for _ in range(sources.shape[0])]
 
     def edit(self, images: torch.Tensor, targets: torch.Tensor,
              generators: Sequence[torch.Generator]) -> EditResult:
@@ -98,7 +110,7 @@ register_preset("ours_official", "emoeditor", {"critic": "official"}, None)
 OPTIONS = {
     "model": str, "predictor": str, "base_model": str, "dtype": choice(*DTYPES), "batch_size": positive_int,
     "num_inference_steps": positive_int, "emotion_input": choice("direction", "onehot"), "guidance_scale": float,
-    **CRITIC_OPTIONS,
+    "emotion_guidance": float, "direction_scale": float, "intensity": choice(*INTENSITIES), **CRITIC_OPTIONS,
 }
 PATHS = {"model": "an EmoEditor model folder (train.py's export, or the official .pt files)",
          "predictor": "the emotion predictor P (a folder or emo_predictor.pt)"}
@@ -108,8 +120,9 @@ PATHS = {"model": "an EmoEditor model folder (train.py's export, or the official
 def _emoeditor(options: dict, context: MethodContext) -> Editor:
     """EmoEditor in the batched critic loop. Options: model, predictor, the critic's (critic,
     num_loop, ssim_low, ssim_high, confidence, confidence_mode, direction_probs), dtype, batch_size,
-    return_candidates, and any keyword of EmoEditorEditor (num_inference_steps, emotion_input,
-    guidance_scale) and base_model."""
+    return_candidates, intensity (low/medium/high: emotion_guidance and the critic's thresholds), and any
+    keyword of EmoEditorEditor (num_inference_steps, emotion_input, guidance_scale, emotion_guidance,
+    direction_scale) and base_model."""
     opts = dict(options)
     model = opts.pop("model", None) or context.model
     predictor = opts.pop("predictor", None) or context.predictor
@@ -118,6 +131,8 @@ def _emoeditor(options: dict, context: MethodContext) -> Editor:
     if predictor is None:
         raise MethodError("EmoEditor needs the emotion predictor for its critic: pass --predictor")
     batch_size = int(opts.pop("batch_size", context.batch_size))
+    for key, value in intensity_settings(opts.pop("intensity")).items() if "intensity" in opts else ():
+        opts.setdefault(key, str(value))  # the preset fills what the spec does not set itself
     loop_options = {k: opts.pop(k) for k in CRITIC_OPTIONS if k in opts}
     kwargs = {}
     steps = opts.pop("num_inference_steps", context.num_inference_steps)

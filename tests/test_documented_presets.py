@@ -53,6 +53,7 @@ def test_infer_tiny_runs_as_documented(clone):
     assert len(edits) == 1 and (clone / "runs/demo/test_tiny/summary.csv").is_file()
 
 
+@pytest.mark.once  # two minutes; test_table1_methods.py runs every row at the minimum versions too
 def test_eval_tiny_runs_as_documented(clone):
     commands = documented_commands("eval_tiny.yaml")
     assert [c[0] for c in commands] == ["scripts/make_toy_emoset.py", "scripts/make_test_split.py",

@@ -206,17 +206,18 @@ class CriticLoop(Editor):
     start timestep, and which candidate was returned and why) comes back in ``EditResult.traces``,
     so "metrics at max iterations k" can be computed with `emoeditor.editing.critic.replay`
     without re-running; with ``return_candidates=True`` every iteration's image comes back in
-    ``EditResult.candidates``.
+    ``EditResult.candidates``. `on_step(n)` follows every batched step (n: the jobs it advanced).
     """
 
     def __init__(self, editor: Editor, predictor: Predictor, critic: Optional[CriticConfig] = None,
                  batch_size: int = 8, ssim_backend: str | Callable = "torch",
-                 device: Optional[torch.device | str] = None, return_candidates: bool = False):
+                 device: Optional[torch.device | str] = None, return_candidates: bool = False,
+                 on_step: Optional[Callable[[int], None]] = None):
         self.editor = editor
         self.name = editor.name
         self.engine = IterativeInference(editor, predictor, critic or CriticConfig(), batch_size=batch_size,
                                          ssim_backend=ssim_backend, device=device,
-                                         return_candidates=return_candidates)
+                                         return_candidates=return_candidates, on_step=on_step)
 
     @property
     def critic(self) -> CriticConfig:

@@ -28,6 +28,10 @@ def test_all_is_table1_in_the_papers_order_with_what_each_row_needs():
     assert set(PAPER_ROWS) <= set(PAPER_TABLE1)
     # other methods are kept beside it; real weights add no option
     assert expand_all(["identity", "all"], wo_lemb_model="m")[:2] == ["identity", "ct"]
+    # a row named on its own gets the same, and what its spec sets wins
+    assert expand_all(["ct", "mine=nst:pool=p", "ip2p+critic", "wo_Lemb"], wo_lemb_model="m", reference_pool="r",
+                      baseline_weights="tiny") == ["ct:weights=tiny,pool=r", "mine=nst:pool=p,weights=tiny",
+                                                   "ip2p+critic:weights=tiny", "wo_Lemb:model=m"]
 
 
 def test_all_without_the_wo_lemb_model_says_what_to_pass():

@@ -54,11 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{', '.join(available_methods())}")
     g.add_argument("--model", default=None, help="EmoEditor model folder (default for emoeditor methods)")
     g.add_argument("--wo_lemb_model", default=None,
-                   help="--methods all: the 'w/o L_emb' row's model (trained with train.py --lambda_emb 0)")
+                   help="the 'w/o L_emb' row's model (train.py --lambda_emb 0), for wo_Lemb and --methods all")
     g.add_argument("--reference_pool", default=None,
-                   help="--methods all: CT's and NST's style references (an EmoSet folder or a JSON list)")
+                   help="CT's and NST's style references (an EmoSet folder or a JSON list), unless a spec sets :pool=")
     g.add_argument("--baseline_weights", choices=["pretrained", "tiny"], default="pretrained",
-                   help="--methods all: the baselines' real weights, or their tiny random ones (the tiny default)")
+                   help="the baselines' real weights, or their tiny random ones (the tiny default), "
+                        "unless a spec sets :weights=")
     g.add_argument("--predictor", default=None, help="emotion predictor P (folder or emo_predictor.pt)")
     g.add_argument("--critic", choices=CRITICS, default="paper", help="EmoEditor's critic policy")
     g.add_argument("--num_loop", type=int, default=None, help="EmoEditor's max critic iterations (default: 30)")

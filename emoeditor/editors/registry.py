@@ -189,26 +189,40 @@ REFERENCE_METHODS = ("ct", "nst")  # the methods that draw a style reference ima
 
 def expand_all(specs: Sequence[str], wo_lemb_model: Optional[str] = None, reference_pool: Optional[str] = None,
                baseline_weights: str = "pretrained") -> list[str]:
-    """`all` in a method list becomes Table 1's eight rows, each given what the harness knows for it:
-    the reference pool (CT, NST), the w/o L_emb model, and weights=tiny for every baseline on the tiny default."""
+    """`all` in a method list becomes Table 1's eight rows; every row, named or from `all`, gets what the
+    harness knows for it unless its spec sets it: the reference pool (CT, NST), the w/o L_emb model, and
+    weights=tiny for every baseline (also ip2p+critic, lms+critic) on the tiny default."""
     out = []
     for spec in specs:
         if spec.strip() != "all":
-            out.append(spec)
+            out.append(_with_defaults(spec, wo_lemb_model, reference_pool, baseline_weights))
             continue
-        for name in TABLE1_METHODS:
-            opts = []
-            if name in BASELINES and baseline_weights == "tiny":
-                opts.append("weights=tiny")
-            if name in REFERENCE_METHODS and reference_pool:
-                opts.append(f"pool={reference_pool}")
-            if name == "wo_Lemb":
-                if not wo_lemb_model:
-                    raise MethodError("--methods all includes Table 1's 'w/o L_emb' row, a model trained with "
-                                      "`train.py --lambda_emb 0`: pass --wo_lemb_model <its exported folder>")
-                opts.append(f"model={wo_lemb_model}")
-            out.append(name + (":" + ",".join(opts) if opts else ""))
+        if not wo_lemb_model:
+            raise MethodError("--methods all includes Table 1's 'w/o L_emb' row, a model trained with "
+                              "`train.py --lambda_emb 0`: pass --wo_lemb_model <its exported folder>")
+        out += [_with_defaults(name, wo_lemb_model, reference_pool, baseline_weights) for name in TABLE1_METHODS]
     return out
+
+
+def _with_defaults(spec: str, wo_lemb_model: Optional[str], reference_pool: Optional[str],
+                   baseline_weights: str) -> str:
+    label, sep, rest = spec.partition("=")
+    if not sep or ":" in label:  # as parse_method: no "label=" prefix
+        rest = spec
+    name, _, opt_text = rest.partition(":")
+    name = name.strip()
+    given = {item.partition("=")[0].strip() for item in opt_text.split(",") if item.strip()}
+    defaults = {}
+    if baseline_weights == "tiny" and (name in BASELINES or name in ("ip2p+critic", "lms+critic")):
+        defaults["weights"] = "tiny"
+    if name in REFERENCE_METHODS and reference_pool:
+        defaults["pool"] = reference_pool
+    if name == "wo_Lemb" and wo_lemb_model:
+        defaults["model"] = wo_lemb_model
+    extra = [f"{k}={v}" for k, v in defaults.items() if k not in given]
+    if not extra:
+        return spec
+    return spec + ("," if opt_text.strip() else ":") + ",".join(extra)
 
 
 def parse_methods(specs: Sequence[str]) -> list[MethodSpec]:

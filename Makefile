@@ -26,8 +26,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,$(APPS_EXTRAS)]"
 	touch $@
 
+# without npm the study's browser test is skipped (and says why); .ci/run insists on npm
 $(STUDY_JS): apps/study/package.json apps/study/package-lock.json
-	npm ci --prefix apps/study --no-audit --no-fund --loglevel=error
+	@if command -v npm >/dev/null; then npm ci --prefix apps/study --no-audit --no-fund --loglevel=error; \
+	else echo "make: npm not found: the study's pages need jsPsych (npm ci --prefix apps/study)" >&2; fi
 
 # Rebuilt from nothing whenever pyproject.toml changes, so no package outlives its pin.
 # pip's download cache (~/.cache/pip) is shared with .venv.

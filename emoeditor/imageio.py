@@ -92,11 +92,16 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
 
 
-def to_square(img: Image.Image, size: Optional[int] = None) -> torch.Tensor:
-    """(3, H, W) float in [0, 1]; resized to size x size with bilinear (torchvision Resize) if given."""
+def resize_square(img: Image.Image, size: Optional[int] = None) -> Image.Image:
+    """`img` resized to size x size with bilinear (torchvision Resize) if given: model inputs, EmoPair files."""
     if size is not None and img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR)
-    return pil_to_tensor(img)
+    return img
+
+
+def to_square(img: Image.Image, size: Optional[int] = None) -> torch.Tensor:
+    """(3, H, W) float in [0, 1]; resized to size x size with bilinear (torchvision Resize) if given."""
+    return pil_to_tensor(resize_square(img, size))
 
 
 def load_image(path: str | Path, size: Optional[int] = None) -> torch.Tensor:

@@ -32,10 +32,10 @@ from emoeditor.curation.epgs import BankEditor, EpgsGenerator
 from emoeditor.curation.filters import EpasRule, EpgsThresholds
 from emoeditor.curation.instructions import DEFAULT_BANK, load_bank
 from emoeditor.curation.perceptual import load_lpips
-from emoeditor.curation.run import square
 from emoeditor.curation.sources import EmoSetImages, Ip2pFolders
 from emoeditor.editors.ip2p import tiny_ip2p_pipeline
 from emoeditor.fileio import atomic_write_text
+from emoeditor.imageio import resize_square
 from emoeditor.logs import add_verbosity_args, setup_logging
 from emoeditor.models.predictor import EmotionPredictor, build_resnet18
 from emoeditor.models.tiny import TINY_IMAGE_SIZE, tiny_predictor
@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
         write_inputs(root, args.pairs, args.images)
         start, source = time.perf_counter(), Ip2pFolders(root / "ip2p")
         for item in source.items(lambda item_id: True):  # the input side alone: what a GPU cannot speed up
-            square(item.load_source(), IMAGE_SIZE), square(item.load_target(), IMAGE_SIZE)
+            resize_square(item.load_source(), IMAGE_SIZE), resize_square(item.load_target(), IMAGE_SIZE)
         result["epas_decode_resize_images_per_s"] = round(2 * args.pairs / (time.perf_counter() - start), 2)
         predictors = {"tiny_P_64px": tiny_predictor(0),
                       "resnet18_P_224px": EmotionPredictor(build_resnet18(), image_size=IMAGE_SIZE).eval()}

@@ -20,8 +20,8 @@ from emoeditor.curation import epas
 from emoeditor.curation.epgs import BankEditor
 from emoeditor.curation.filters import EpgsThresholds, rejected_by
 from emoeditor.curation.perceptual import load_lpips, lpips_distance
-from emoeditor.curation.run import square, to_batch
-from emoeditor.imageio import open_image, to_uint8
+from emoeditor.curation.run import to_batch
+from emoeditor.imageio import open_image, resize_square, to_uint8
 from emoeditor.models.tiny import tiny_predictor
 from emoeditor.scoring.ssim import ssim_reference
 from emoeditor.training import trainer as training
@@ -185,7 +185,7 @@ def test_every_epgs_candidate_records_its_scores_and_the_filters_keep_exactly_th
     predictor, lpips = tiny_predictor(0), load_lpips(random_seed=0)
     expected, per_image = {}, {}
     for path in sorted((toy / "emoset").glob("*/*.jpg")):
-        source = to_batch([square(open_image(path), 64)])
+        source = to_batch([resize_square(open_image(path), 64)])
         edit = torch.from_numpy(to_uint8(source * 0.6)).permute(0, 3, 1, 2).float() / 255  # what gets saved
         name = path.relative_to(toy / "emoset").as_posix()
         per_image[name] = (ssim_reference(to_uint8(source[0]), to_uint8(edit[0])),

@@ -9,6 +9,7 @@ never see each other's settings.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,10 +201,8 @@ class DemoEngine:
             raise EmoEditorError(f"the number of critic iterations must be at least 1, got {num_loop}")
         settings = apply_intensity(None if intensity == NO_INTENSITY else intensity, {})
         guidance = settings.pop("emotion_guidance", 1.0)
-        base = self.editor
-        editor = EmoEditorEditor(base.pipe, base.predictor, base.emotion_input, base.num_inference_steps,
-                                 base.noise_range, base.guidance_scale, emotion_guidance=guidance,
-                                 direction_scale=base.direction_scale)
+        editor = copy.copy(self.editor)  # shares the pipeline and P; this request's guidance is its own
+        editor.emotion_guidance = guidance
         done = iter(range(1, num_loop + 1))  # one job: every batched step is its next iteration
         loop = CriticLoop(editor, editor.predictor.probs, CriticConfig(critic, num_loop=num_loop, **settings),
                           batch_size=1, return_candidates=True,

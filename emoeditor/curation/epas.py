@@ -16,9 +16,10 @@ from tqdm.auto import tqdm
 
 from emoeditor.constants import EMOTIONS, IMAGE_SIZE
 from emoeditor.curation.filters import EpasRule, epas_keeps
-from emoeditor.curation.run import chunks, load_chunk, predictor_probs, save_jpeg, square, thread_pool, to_batch
+from emoeditor.curation.run import chunks, load_chunk, predictor_probs, save_jpeg, thread_pool, to_batch
 from emoeditor.curation.shards import digest_of, predictor_digest
 from emoeditor.curation.sources import Entry, PairItem
+from emoeditor.imageio import resize_square
 from emoeditor.logs import show_progress
 
 EPAS_DIR = "EPAS/ip2p_clip"
@@ -69,7 +70,8 @@ class EpasLabeller:
         return records, corrupt
 
     def _load(self, item: PairItem) -> tuple:
-        return item, square(item.load_source(), self.image_size), square(item.load_target(), self.image_size)
+        size = self.image_size
+        return item, resize_square(item.load_source(), size), resize_square(item.load_target(), size)
 
     def _record(self, item, source, target, p_src: torch.Tensor, p_tgt: torch.Tensor) -> dict:
         scores = {"class_source": EMOTIONS[int(p_src.argmax())], "class_target": EMOTIONS[int(p_tgt.argmax())],

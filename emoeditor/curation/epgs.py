@@ -23,12 +23,12 @@ from emoeditor.curation.epas import rounded
 from emoeditor.curation.filters import EpgsThresholds, rejected_by
 from emoeditor.curation.instructions import bank_digest
 from emoeditor.curation.perceptual import lpips_distance
-from emoeditor.curation.run import chunks, load_chunk, predictor_probs, save_jpeg, square, to_batch
+from emoeditor.curation.run import chunks, load_chunk, predictor_probs, save_jpeg, to_batch
 from emoeditor.curation.shards import digest_of, module_digest, predictor_digest
 from emoeditor.curation.sources import Entry, ImageItem
 from emoeditor.editors.ip2p import Ip2pEditor
 from emoeditor.emotions import onehot
-from emoeditor.imageio import to_uint8
+from emoeditor.imageio import resize_square, to_uint8
 from emoeditor.logs import show_progress
 from emoeditor.scoring.ssim import batch_ssim
 from emoeditor.seeding import generator, mix_seed
@@ -122,7 +122,7 @@ class EpgsGenerator:
         records, corrupt = [], []
         bar = tqdm(desc="EPGS candidates", unit="cand", leave=False, disable=not show_progress())
         for chunk in chunks(entries, self.batch_size):  # Ip2p bounds this stage: decoding needs no threads
-            loaded, bad = load_chunk(chunk, lambda item: (item, square(item.load(), self.image_size)), None)
+            loaded, bad = load_chunk(chunk, lambda item: (item, resize_square(item.load(), self.image_size)), None)
             corrupt += bad
             if not loaded:
                 continue

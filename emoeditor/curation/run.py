@@ -56,11 +56,6 @@ def thread_pool(num_workers: int) -> Optional[ThreadPoolExecutor]:
     return ThreadPoolExecutor(num_workers) if num_workers > 1 else None
 
 
-def square(img: Image.Image, size: int) -> Image.Image:
-    """The size x size image every EmoPair file is (paper: 224), bilinear like torchvision's Resize."""
-    return img if img.size == (size, size) else img.resize((size, size), Image.BILINEAR)
-
-
 def to_batch(images: Sequence[Image.Image]) -> torch.Tensor:
     return torch.stack([pil_to_tensor(img) for img in images])
 
